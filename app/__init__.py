@@ -1,0 +1,1 @@
+"""tbx-finetune application layer: the command line and the errors it reports."""

@@ -1,0 +1,65 @@
+"""``python -m app.cli fit|validate|test|predict --config X.yaml``: LightningCLI with our defaults.
+
+The CLI links what the data knows to the model (number and names of labels) and what the model knows to
+the data (its tokenizer), so a config states each fact once. It installs our tensorboardX logger, a
+checkpoint on ``val/acc``, an LR monitor, a rich progress bar and a prediction writer by default.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from app.errors import TbxFinetuneError
+from app.predictions import PredictionWriter
+from loggers.run_config import RunConfigCallback
+from modules.classifier import ClassificationModule
+
+DEFAULT_LOGGER = {"class_path": "loggers.TensorBoardXLogger", "init_args": {"save_dir": "runs"}}
+
+
+class FinetuneCLI(LightningCLI):
+    """LightningCLI whose arguments are linked so that no fact is configured twice."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_labels", "model.init_args.num_labels", apply_on="instantiate")
+        parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "epoch{epoch}-step{step}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point; our input errors are printed as one line, without a traceback, exit code 2."""
+    try:
+        FinetuneCLI(
+            model_class=ClassificationModule,
+            datamodule_class=LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=RunConfigCallback,
+            trainer_defaults={
+                "logger": DEFAULT_LOGGER,
+                "callbacks": [LearningRateMonitor(logging_interval="step"), RichProgressBar()],
+            },
+            args=args,
+        )
+    except TbxFinetuneError as err:
+        print(f"tbx-finetune: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

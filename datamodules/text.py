@@ -1,0 +1,175 @@
+"""Text classification data over ``datasets``: hub name or local files, tokenised once and cached on disk.
+
+The raw data is loaded and validated when the CLI first asks for ``num_labels`` (at instantiation, before
+the Trainer exists), so a wrong column or label fails in seconds, not after the model has loaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import datasets
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader
+from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
+
+from app.assets import load_pretrained
+from app.errors import TbxFinetuneError
+from datamodules.sources import load_splits
+from datamodules.splits import LABEL_COLUMN, prepare_splits
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fast tokenizers + forked loader workers deadlock
+
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+
+
+class TextDataModule(LightningDataModule):
+    """Tokenised text classification splits with dynamic padding.
+
+    Args:
+        dataset: Hub dataset name, or a ``datasets`` builder (``csv``, ``json``, ``parquet``) for local files.
+        data_files: Local files: one path (the train split) or ``{split: path}``; ``pkg://package/path``
+            names a file shipped inside an installed package.
+        dataset_config: The hub dataset's configuration name, if it has several.
+        text_column: Column holding the text.
+        label_column: Column holding the label (strings or ``ClassLabel`` ids).
+        labels: The classes, in id order. Rows with other labels are dropped from every split. ``None``:
+            ``ClassLabel`` names or the sorted distinct train labels.
+        tokenizer: Tokenizer name or folder; the CLI links it to ``model.model_name_or_path``.
+        max_length: Longest sequence in tokens (longer texts are truncated).
+        batch_size: Training batch size per device.
+        eval_batch_size: Validation/test/predict batch size (defaults to ``2 * batch_size``).
+        val_fraction: Share of train held out as validation when the data has no validation split.
+        test_fraction: Share of train held out as test when the data has no test split.
+        max_samples: Cap on rows per split (``int`` for all, or ``{train: n, val: n, test: n}``), seeded.
+        predict_split: Which split ``predict`` runs on.
+        num_workers: DataLoader worker processes.
+        seed: Seed for the held-out splits and subsampling (independent of the training seed).
+    """
+
+    def __init__(
+        self,
+        dataset: str | None = None,
+        data_files: str | list[str] | dict[str, str | list[str]] | None = None,
+        dataset_config: str | None = None,
+        text_column: str = "text",
+        label_column: str = "label",
+        labels: list[str] | None = None,
+        tokenizer: str | None = None,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        max_samples: int | dict[str, int] | None = None,
+        predict_split: str = "test",
+        num_workers: int = 0,
+        seed: int = 42,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        self._splits: dict[str, datasets.Dataset] | None = None
+        self._label_names: list[str] | None = None
+        self._tokenizer: PreTrainedTokenizerBase | None = None
+        self.tokenized: dict[str, datasets.Dataset] = {}
+
+    # ------------------------------------------------------------------------- raw data and labels
+    def _prepare(self) -> None:
+        if self._splits is not None:
+            return
+        hp = self.hparams
+        if hp.predict_split not in ("train", "val", "test"):
+            raise TbxFinetuneError(f"data.predict_split={hp.predict_split!r}: use train, val or test")
+        loaded = load_splits(hp.dataset, hp.data_files, hp.dataset_config)
+        self._splits, self._label_names = prepare_splits(
+            loaded,
+            hp.label_column,
+            [hp.text_column],
+            hp.labels,
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.max_samples,
+            hp.seed,
+        )
+        for name, split in self._splits.items():
+            if not isinstance(split.features[hp.text_column], datasets.Value) or "string" not in str(
+                split.features[hp.text_column].dtype
+            ):
+                raise TbxFinetuneError(
+                    f"{name} split: column {hp.text_column!r} holds {split.features[hp.text_column]}, not text; "
+                    "set data.text_column to the column with the text"
+                )
+
+    @property
+    def label_names(self) -> list[str]:
+        self._prepare()
+        return list(self._label_names)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def predict_inputs(self) -> list[str]:
+        """The raw texts ``predict`` runs on, in dataset order (the prediction writer prints them)."""
+        self._prepare()
+        return self._splits[self.hparams.predict_split][self.hparams.text_column]
+
+    # ------------------------------------------------------------------------------- tokenisation
+    @property
+    def tokenizer(self) -> PreTrainedTokenizerBase:
+        if self._tokenizer is None:
+            if not self.hparams.tokenizer:
+                raise TbxFinetuneError("data.tokenizer is not set (the CLI links it to model.model_name_or_path)")
+            self._tokenizer = load_pretrained(
+                AutoTokenizer.from_pretrained, self.hparams.tokenizer, key="data.tokenizer"
+            )
+        return self._tokenizer
+
+    def _tokenize(self, split: datasets.Dataset) -> datasets.Dataset:
+        """Batched, cached by ``datasets`` (fingerprinted on data, tokenizer and max_length)."""
+        column, max_length, tokenizer = self.hparams.text_column, self.hparams.max_length, self.tokenizer
+
+        def tokenize(batch: dict) -> dict:
+            texts = [text if text is not None else "" for text in batch[column]]
+            return tokenizer(texts, truncation=True, max_length=max_length)
+
+        drop = [c for c in split.column_names if c != LABEL_COLUMN]
+        return split.map(tokenize, batched=True, remove_columns=drop, desc="tokenize")
+
+    def prepare_data(self) -> None:
+        """Runs once per node before ``setup``: fill the ``datasets`` cache so other ranks only read it."""
+        self._prepare()
+        for split in self._splits.values():
+            self._tokenize(split)
+
+    def setup(self, stage: str) -> None:
+        self._prepare()
+        for name in STAGE_SPLITS[stage]:
+            source = self.hparams.predict_split if name == "predict" else name
+            if name not in self.tokenized:
+                self.tokenized[name] = self._tokenize(self._splits[source])
+
+    # ------------------------------------------------------------------------------- dataloaders
+    def _loader(self, name: str, train: bool = False) -> DataLoader:
+        batch_size = self.hparams.batch_size if train else self.hparams.eval_batch_size or 2 * self.hparams.batch_size
+        return DataLoader(
+            self.tokenized[name],
+            batch_size=batch_size,
+            shuffle=train,
+            collate_fn=DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=8),
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")

@@ -1,0 +1,5 @@
+"""The tensorboardX-backed Lightning logger and the callbacks that feed it."""
+
+from loggers.tensorboardx import TensorBoardXLogger
+
+__all__ = ["TensorBoardXLogger"]

@@ -1,0 +1,222 @@
+"""A Lightning logger that writes TensorBoard event files through tensorboardX only.
+
+Why not Lightning's stock ``TensorBoardLogger``: it silently switches to ``torch.utils.tensorboard`` when
+the ``tensorboard`` package is installed, its ``log_hyperparams`` writes a ``hp_metric = -1`` placeholder,
+and it picks ``version_N`` by listing directories, which races when two runs start together. This logger
+imports tensorboardX explicitly, writes the HPARAMS summaries into the run's own events file (so the
+table shows the run's real metrics), and allocates the version directory with an atomic ``mkdir``.
+
+This module is the only code in the project that touches tensorboardX.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from argparse import Namespace
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.logger import _convert_params, _flatten_dict, _sanitize_params
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from tensorboardX import SummaryWriter
+from tensorboardX.proto.api_pb2 import Status
+from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
+from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboardX.summary import hparams as hparams_summaries
+
+DEFAULT_HPARAMS_METRICS = ("val/acc", "val/f1", "val/loss", "test/acc", "test/f1", "test/loss")
+"""The metric tags the HPARAMS tab shows beside each run's config; their last logged values fill the table."""
+
+_SESSION_STATUS = {
+    "success": Status.STATUS_SUCCESS,
+    "finished": Status.STATUS_SUCCESS,
+    "failed": Status.STATUS_FAILURE,
+    "interrupted": Status.STATUS_FAILURE,
+}
+_VERSION_DIR = re.compile(r"^version_(\d+)$")
+
+
+class TensorBoardXLogger(Logger):
+    """Writes scalars, hyperparameters and (through callbacks) histograms to ``save_dir/name/version_N``.
+
+    Args:
+        save_dir: Root of all runs; checkpoints and LightningCLI's ``config.yaml`` land beside the events.
+        name: Experiment name, the folder under ``save_dir``.
+        version: A fixed version (int → ``version_<int>``, str → used as is). ``None`` allocates the next
+            free ``version_N`` atomically on global rank 0.
+        hparams_metrics: Metric tags declared to TensorBoard's HPARAMS plugin.
+        log_graph: Write the model graph when Lightning asks (needs ``example_input_array``); off by
+            default because tracing a transformer is slow.
+        flush_secs: How often pending events reach the disk; small so that a crash loses little.
+        max_queue: Events buffered before a forced flush.
+    """
+
+    NAME_HPARAMS_FILE = "hparams.yaml"
+
+    def __init__(
+        self,
+        save_dir: str = "runs",
+        name: str = "default",
+        version: int | str | None = None,
+        hparams_metrics: Sequence[str] = DEFAULT_HPARAMS_METRICS,
+        log_graph: bool = False,
+        flush_secs: int = 10,
+        max_queue: int = 100,
+    ) -> None:
+        super().__init__()
+        self._save_dir = os.fspath(save_dir)
+        self._name = name
+        self._version = version
+        self._hparams_metrics = list(hparams_metrics)
+        self._log_graph = log_graph
+        self._flush_secs = flush_secs
+        self._max_queue = max_queue
+        self._experiment: SummaryWriter | None = None
+        self.hparams: dict[str, Any] = {}
+        self._hparams_written = False
+
+    # ----------------------------------------------------------------------------------------- paths
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> int | str | None:
+        """The run's version; allocated on first access on rank 0, received by broadcast elsewhere."""
+        if self._version is None and rank_zero_only.rank == 0:
+            self._version = self._allocate_version()
+        return self._version
+
+    @property
+    def save_dir(self) -> str:
+        return self._save_dir
+
+    @property
+    def root_dir(self) -> str:
+        return os.path.join(self._save_dir, self._name)
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version
+        folder = version if isinstance(version, str) else f"version_{version}"
+        return os.path.join(self.root_dir, folder)
+
+    def _allocate_version(self) -> int:
+        """Claim the next free ``version_N`` with ``os.mkdir``, which fails if another run won the race."""
+        try:
+            os.makedirs(self.root_dir, exist_ok=True)
+        except OSError as err:
+            from app.errors import TbxFinetuneError
+
+            raise TbxFinetuneError(
+                f"cannot create the run directory {self.root_dir!r} ({err.strerror}); "
+                "point trainer.logger.init_args.save_dir at a writable folder"
+            ) from err
+        taken = [int(m.group(1)) for d in os.listdir(self.root_dir) if (m := _VERSION_DIR.match(d))]
+        candidate = max(taken, default=-1) + 1
+        while True:
+            try:
+                os.mkdir(os.path.join(self.root_dir, f"version_{candidate}"))
+                return candidate
+            except FileExistsError:
+                candidate += 1
+
+    def agree_on_version(self, broadcast: Callable[[Any], Any]) -> None:
+        """Make every rank use rank 0's version (pass ``trainer.strategy.broadcast``); all ranks must call it."""
+        self._version = broadcast(self.version)
+
+    # ------------------------------------------------------------------------------------ experiment
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> SummaryWriter:
+        """The tensorboardX writer (rank 0 only; other ranks get a no-op object)."""
+        if self._experiment is None:
+            os.makedirs(self.log_dir, exist_ok=True)
+            self._experiment = SummaryWriter(
+                logdir=self.log_dir, flush_secs=self._flush_secs, max_queue=self._max_queue
+            )
+        return self._experiment
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Mapping[str, float | torch.Tensor], step: int | None = None) -> None:
+        if not self._hparams_written and self.hparams:
+            self._write_hparams()
+        writer = self.experiment
+        for tag, value in metrics.items():
+            if isinstance(value, torch.Tensor):
+                value = value.item()
+            writer.add_scalar(tag, value, global_step=step)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: Any = None) -> None:
+        """Collect (flattened) hyperparameters; they are written once, before the first metric.
+
+        Lightning and our config callback may each call this before training starts; writing once keeps
+        a single session-start record per run, which is what TensorBoard's HPARAMS plugin expects.
+        """
+        flat = _sanitize_params(_flatten_dict(_convert_params(params), delimiter="."))
+        self.hparams.update({k: v for k, v in flat.items() if v is not None and v != "None"})
+
+    def _write_hparams(self) -> None:
+        experiment, session_start, _ = hparams_summaries(
+            hparam_dict=self.hparams, metric_dict=dict.fromkeys(self._hparams_metrics, 0.0)
+        )
+        writer = self.experiment
+        writer.file_writer.add_summary(experiment)
+        writer.file_writer.add_summary(session_start)
+        self._hparams_written = True
+
+    @rank_zero_only
+    def log_graph(self, model: torch.nn.Module, input_array: Any = None) -> None:
+        if not self._log_graph:
+            return
+        input_array = model.example_input_array if input_array is None else input_array
+        if input_array is None:
+            rank_zero_warn("log_graph needs `input_array` or `model.example_input_array`; graph not logged.")
+            return
+        if isinstance(input_array, Mapping):
+            input_array = tuple(input_array.values())
+        self.experiment.add_graph(model, input_array)
+
+    @rank_zero_only
+    def save(self) -> None:
+        super().save()
+        if self._experiment is None:
+            return
+        self._experiment.flush()
+        hparams_file = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
+        if self.hparams:
+            save_hparams_to_yaml(hparams_file, self.hparams)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        """Record how the session ended (HPARAMS shows it) and close the events file."""
+        if self.hparams and not self._hparams_written:
+            self._write_hparams()
+        if self._experiment is None:
+            return
+        if self._hparams_written:
+            self._experiment.file_writer.add_summary(_session_end(status))
+        self.save()
+        self._experiment.close()
+        self._experiment = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """``ddp_spawn`` pickles the logger: the open writer stays behind."""
+        state = self.__dict__.copy()
+        state["_experiment"] = None
+        return state
+
+
+def _session_end(status: str) -> Summary:
+    content = HParamsPluginData(
+        session_end_info=SessionEndInfo(status=_SESSION_STATUS.get(status, Status.STATUS_UNKNOWN)), version=0
+    )
+    metadata = SummaryMetadata(
+        plugin_data=SummaryMetadata.PluginData(plugin_name="hparams", content=content.SerializeToString())
+    )
+    return Summary(value=[Summary.Value(tag="_hparams_/session_end_info", metadata=metadata)])

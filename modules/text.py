@@ -1,0 +1,49 @@
+"""Text classification over any ``AutoModelForSequenceClassification`` checkpoint (hub name or folder)."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from app.assets import load_pretrained
+from modules.classifier import ClassificationModule
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TextClassifier(ClassificationModule):
+    """A BERT-family encoder with a fresh classification head sized for the dataset's labels.
+
+    Args:
+        model_name_or_path: Hub name (``bert-base-uncased``) or a local folder written by ``save_pretrained``.
+        trust_remote_code: Allow the checkpoint's own Python code to run; off unless the config says so.
+        **kwargs: See ``ClassificationModule``.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str,
+        num_labels: int = 2,
+        label_names: list[str] | None = None,
+        learning_rate: float = 5e-5,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__(num_labels, label_names, learning_rate, weight_decay, warmup_ratio)
+        self.save_hyperparameters(logger=False)
+        self.model = load_pretrained(
+            AutoModelForSequenceClassification.from_pretrained,
+            model_name_or_path,
+            key="model.model_name_or_path",
+            num_labels=num_labels,
+            id2label=dict(enumerate(self.label_names)),
+            label2id={name: i for i, name in enumerate(self.label_names)},
+            ignore_mismatched_sizes=True,
+            trust_remote_code=trust_remote_code,
+        )
+        self.model.train()  # from_pretrained returns eval mode: dropout would stay off during fine-tuning
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+        return self.model(**inputs).logits
