@@ -8,8 +8,9 @@ checkpoint on ``val/acc``, an LR monitor, a rich progress bar and a prediction w
 from __future__ import annotations
 
 import sys
+from typing import Any
 
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -39,6 +40,24 @@ class FinetuneCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_argument(
+            "--test_after_fit",
+            type=bool,
+            default=False,
+            help="After fit, test the best checkpoint in the same run (test/* metrics join the HPARAMS table).",
+        )
+
+    def after_fit(self) -> None:
+        if self.config[self.subcommand].get("test_after_fit"):
+            best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """Add the rich progress bar unless the config turned progress bars off."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if trainer_config.get("enable_progress_bar") is not False and "callbacks" not in kwargs:
+            kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), RichProgressBar()]
+        return super().instantiate_trainer(**kwargs)
 
 
 def main(args: list[str] | None = None) -> None:
@@ -52,7 +71,7 @@ def main(args: list[str] | None = None) -> None:
             save_config_callback=RunConfigCallback,
             trainer_defaults={
                 "logger": DEFAULT_LOGGER,
-                "callbacks": [LearningRateMonitor(logging_interval="step"), RichProgressBar()],
+                "callbacks": [LearningRateMonitor(logging_interval="step")],
             },
             args=args,
         )

@@ -11,6 +11,7 @@ This module is the only code in the project that touches tensorboardX.
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 from argparse import Namespace
@@ -139,6 +140,7 @@ class TensorBoardXLogger(Logger):
             self._experiment = SummaryWriter(
                 logdir=self.log_dir, flush_secs=self._flush_secs, max_queue=self._max_queue
             )
+            atexit.register(self._close)
         return self._experiment
 
     @rank_zero_only
@@ -194,7 +196,11 @@ class TensorBoardXLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        """Record how the session ended (HPARAMS shows it) and close the events file."""
+        """Record how the session ended (HPARAMS shows it) and flush everything to disk.
+
+        The writer stays open: ``fit`` followed by ``test`` in one process (``test_after_fit``) keeps
+        writing into the same events file; it is closed at interpreter exit.
+        """
         if self.hparams and not self._hparams_written:
             self._write_hparams()
         if self._experiment is None:
@@ -202,8 +208,11 @@ class TensorBoardXLogger(Logger):
         if self._hparams_written:
             self._experiment.file_writer.add_summary(_session_end(status))
         self.save()
-        self._experiment.close()
-        self._experiment = None
+
+    def _close(self) -> None:
+        if self._experiment is not None:
+            self._experiment.close()
+            self._experiment = None
 
     def __getstate__(self) -> dict[str, Any]:
         """``ddp_spawn`` pickles the logger: the open writer stays behind."""

@@ -1,0 +1,100 @@
+"""A CLI ``fit`` as a subprocess, read back with TensorBoard's own reader; then validate/test/predict."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import event_files, load_events, run_cli, text_config, write_yaml
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> dict:
+    tmp = tmp_path_factory.mktemp("fit")
+    config = write_yaml(tmp / "fit.yaml", text_config(tiny_bert, str(sentiment_csv), tmp / "runs"))
+    result = run_cli("fit", "--config", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp / "runs" / "test" / "version_0"
+    return {"config": config, "run_dir": run_dir, "runs": tmp / "runs", "result": result}
+
+
+def hparams_plugin_data(accumulator) -> dict[str, plugin_data_pb2.HParamsPluginData]:
+    return {
+        tag: plugin_data_pb2.HParamsPluginData.FromString(content)
+        for tag, content in accumulator.PluginTagToContent("hparams").items()
+    }
+
+
+def test_fit_writes_scalars_readable_by_tensorboard(fitted: dict) -> None:
+    run_dir = fitted["run_dir"]
+    assert len(event_files(run_dir)) == 1
+    events = load_events(run_dir)
+    scalars = set(events.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/acc", "val/f1", "lr-AdamW/decay", "lr-AdamW/no_decay"} <= scalars
+    # 160 rows - 16 test - 15 val = 129 train rows → 9 steps per epoch, 2 epochs = 18 steps, logged every 2
+    train_steps = [event.step for event in events.Scalars("train/loss")]
+    assert train_steps == sorted(set(train_steps)) and len(train_steps) == 9
+    assert len(events.Scalars("val/acc")) == 2
+    assert all(0.0 <= e.value <= 1.0 for e in events.Scalars("val/acc"))
+    learning_rates = [e.value for e in events.Scalars("lr-AdamW/decay")]
+    assert learning_rates[0] < max(learning_rates)  # warmup rises, then decays
+    assert learning_rates[-1] < max(learning_rates)
+
+
+def test_fit_writes_hparams_of_the_config_with_real_metric_tags(fitted: dict) -> None:
+    events = load_events(fitted["run_dir"])
+    data = hparams_plugin_data(events)
+    assert set(data) == {"_hparams_/experiment", "_hparams_/session_start_info", "_hparams_/session_end_info"}
+    start = data["_hparams_/session_start_info"].session_start_info.hparams
+    assert start["model.init_args.learning_rate"].number_value == pytest.approx(1e-3)
+    assert start["data.init_args.batch_size"].number_value == 16
+    assert start["model.init_args.model_name_or_path"].string_value.endswith("tiny_bert0")
+    assert start["trainer.max_epochs"].number_value == 2
+    assert start["model.init_args.num_labels"].number_value == 2  # linked from the data
+    assert "hp_metric" not in events.Tags()["scalars"]
+    declared = {info.name.tag for info in data["_hparams_/experiment"].experiment.metric_infos}
+    logged = set(events.Tags()["scalars"])
+    assert {"val/acc", "val/f1", "val/loss"} <= declared & logged
+    assert data["_hparams_/session_end_info"].session_end_info.status == 1  # STATUS_SUCCESS
+    assert not [p for p in fitted["run_dir"].iterdir() if p.is_dir() and p.name != "checkpoints"]  # no sub-run
+
+
+def test_fit_saves_config_and_checkpoints_in_the_run_dir(fitted: dict) -> None:
+    run_dir = fitted["run_dir"]
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    # linked values are derived, never stated twice: the saved config holds only their sources
+    assert "tokenizer" not in saved["data"]["init_args"]
+    assert not {"num_labels", "label_names"} & set(saved["model"]["init_args"])
+    assert saved["model"]["init_args"]["model_name_or_path"]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert len(list((run_dir / "checkpoints").glob("epoch*.ckpt"))) == 1
+
+
+def test_validate_and_test_from_checkpoint_log_metrics(fitted: dict) -> None:
+    ckpt = str(fitted["run_dir"] / "checkpoints" / "last.ckpt")
+    for stage in ("validate", "test"):
+        result = run_cli(stage, "--config", str(fitted["config"]), "--ckpt_path", ckpt)
+        assert result.returncode == 0, result.stderr[-3000:]
+    versions = sorted(p.name for p in (fitted["runs"] / "test").iterdir())
+    assert versions == ["version_0", "version_1", "version_2"]
+    for version, stage in (("version_1", "val"), ("version_2", "test")):
+        scalars = set(load_events(fitted["runs"] / "test" / version).Tags()["scalars"])
+        assert {f"{stage}/acc", f"{stage}/f1", f"{stage}/loss"} <= scalars
+
+
+def test_predict_writes_label_names_and_probabilities(fitted: dict, tmp_path: Path) -> None:
+    out = tmp_path / "predictions.csv"
+    ckpt = str(fitted["run_dir"] / "checkpoints" / "last.ckpt")
+    result = run_cli(
+        "predict", "--config", str(fitted["config"]), "--ckpt_path", ckpt, "--predictions.output_path", str(out)
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert len(rows) == 16  # the held-out test split: 10% of 160
+    assert [int(r["index"]) for r in rows] == list(range(16))
+    assert {r["label"] for r in rows} <= {"neg", "pos"}
+    assert all(0.5 <= float(r["probability"]) <= 1.0 for r in rows)
+    assert all(r["input"].strip() for r in rows)
