@@ -73,11 +73,22 @@ def main(args: list[str] | None = None) -> None:
                 "logger": DEFAULT_LOGGER,
                 "callbacks": [LearningRateMonitor(logging_interval="step")],
             },
+            parser_kwargs={"allow_abbrev": False},  # `--trainer.max_epoch` must be an error, not max_epochs
             args=args,
         )
-    except TbxFinetuneError as err:
-        print(f"tbx-finetune: error: {err}", file=sys.stderr)
+    except Exception as err:
+        ours = _our_error(err)
+        if ours is None:
+            raise
+        print(f"tbx-finetune: error: {ours}", file=sys.stderr)
         sys.exit(2)
+
+
+def _our_error(err: BaseException | None) -> TbxFinetuneError | None:
+    """Our error, also when jsonargparse wrapped it while instantiating a class from the config."""
+    while err is not None and not isinstance(err, TbxFinetuneError):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 if __name__ == "__main__":

@@ -29,42 +29,57 @@ def builder_for(path: str) -> str:
 
 
 def load_splits(
-    dataset: str | None, data_files: str | dict[str, str | list[str]] | None, dataset_config: str | None = None
+    dataset: str | None,
+    data_files: str | list[str] | dict[str, str | list[str]] | None,
+    dataset_config: str | None = None,
 ) -> datasets.DatasetDict:
-    """Load every split with ``datasets.load_dataset``; failures become one error naming the source."""
-    if dataset is None and data_files is None:
-        raise TbxFinetuneError("no data: set data.dataset (a hub name) or data.data_files (local files)")
-    kwargs: dict = {}
-    if data_files is not None:
-        files = {"train": data_files} if isinstance(data_files, str | list) else dict(data_files)
-        resolved = {
-            split: [resolve_path(p) for p in ([paths] if isinstance(paths, str) else paths)]
-            for split, paths in files.items()
-        }
-        for split, paths in resolved.items():
-            for p in paths:
-                if not os.path.isfile(p):
-                    raise TbxFinetuneError(
-                        f"data.data_files[{split!r}]: file {p!r} does not exist; fix the path in the config"
-                    )
-        first = next(iter(resolved.values()))[0]
-        dataset = dataset or builder_for(first)
-        kwargs["data_files"] = resolved
-        if dataset == "csv" and ".tsv" in [s.lower() for s in Path(first).suffixes]:
-            kwargs["sep"] = "\t"
+    """Load every split with ``datasets.load_dataset``; failures become one error naming the source.
+
+    Local files are loaded one split at a time, so that an unreadable or empty file is reported with
+    its split and path (``datasets`` otherwise fails on the whole set with a generic generation error).
+    """
+    if data_files is None:
+        if dataset is None:
+            raise TbxFinetuneError("no data: set data.dataset (a hub name) or data.data_files (local files)")
+        loaded = _load(f"data.dataset={dataset!r}", dataset, dataset_config)
+        return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
+    files = {"train": data_files} if isinstance(data_files, str | list) else dict(data_files)
+    splits = {}
+    for split, paths in files.items():
+        resolved = [resolve_path(p) for p in ([paths] if isinstance(paths, str) else paths)]
+        for path in resolved:
+            if not os.path.isfile(path):
+                raise TbxFinetuneError(f"data.data_files[{split!r}]: file {path!r} does not exist; fix the path")
+        builder = dataset or builder_for(resolved[0])
+        extra = {"sep": "\t"} if builder == "csv" and ".tsv" in [x.lower() for x in Path(resolved[0]).suffixes] else {}
+        splits[split] = _load(
+            f"data.data_files[{split!r}]={resolved}",
+            builder,
+            dataset_config,
+            data_files={split: resolved},
+            split=split,
+            **extra,
+        )
+    return datasets.DatasetDict(splits)
+
+
+def _load(source: str, *args, **kwargs) -> datasets.Dataset | datasets.DatasetDict:
     try:
-        loaded = datasets.load_dataset(dataset, dataset_config, **kwargs)
-    except TbxFinetuneError:
-        raise
+        return datasets.load_dataset(*args, **kwargs)
     except Exception as err:  # datasets raises many types: not found, no network, parse errors, bad bytes
-        source = kwargs.get("data_files") or dataset
+        cause = _root_cause(err)
+        if "corresponds to no data" in str(cause):
+            raise TbxFinetuneError(f"{source}: the split is empty; it needs at least one example") from err
         raise TbxFinetuneError(
-            f"could not load data from {source!r}: {type(err).__name__}: {err}. Check data.dataset / "
-            "data.data_files (a hub dataset needs network; local files must be UTF-8 csv/json/parquet)"
+            f"{source}: could not be loaded ({type(cause).__name__}: {cause}). A hub dataset needs network; "
+            "local files must be UTF-8 csv/tsv/json/parquet with a header row"
         ) from err
-    if not isinstance(loaded, datasets.DatasetDict):
-        loaded = datasets.DatasetDict({"train": loaded})
-    return loaded
+
+
+def _root_cause(err: BaseException) -> BaseException:
+    while err.__cause__ is not None or err.__context__ is not None:
+        err = err.__cause__ or err.__context__
+    return err
 
 
 def find_split(splits: datasets.DatasetDict, names: tuple[str, ...]) -> str | None:
