@@ -11,7 +11,6 @@ This module is the only code in the project that touches tensorboardX.
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 from argparse import Namespace
@@ -77,6 +76,7 @@ class TensorBoardXLogger(Logger):
         self._flush_secs = flush_secs
         self._max_queue = max_queue
         self._experiment: SummaryWriter | None = None
+        self._writers_opened = 0
         self.hparams: dict[str, Any] = {}
         self._hparams_written = False
 
@@ -137,10 +137,15 @@ class TensorBoardXLogger(Logger):
         """The tensorboardX writer (rank 0 only; other ranks get a no-op object)."""
         if self._experiment is None:
             os.makedirs(self.log_dir, exist_ok=True)
+            # tensorboardX names files events.out.tfevents.<seconds>.<host>: two writers opened in the same
+            # second (fit then test, or a pickled clone) would share one file and corrupt it
+            self._writers_opened += 1
             self._experiment = SummaryWriter(
-                logdir=self.log_dir, flush_secs=self._flush_secs, max_queue=self._max_queue
+                logdir=self.log_dir,
+                flush_secs=self._flush_secs,
+                max_queue=self._max_queue,
+                filename_suffix=f".{os.getpid()}.{self._writers_opened}",
             )
-            atexit.register(self._close)
         return self._experiment
 
     @rank_zero_only
@@ -196,10 +201,11 @@ class TensorBoardXLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        """Record how the session ended (HPARAMS shows it) and flush everything to disk.
+        """Record how the session ended (HPARAMS shows it) and close the events file.
 
-        The writer stays open: ``fit`` followed by ``test`` in one process (``test_after_fit``) keeps
-        writing into the same events file; it is closed at interpreter exit.
+        Closing is the only way to be sure every queued event is on disk: tensorboardX's ``flush`` does
+        not drain the writer thread's queue. A later log (``test_after_fit``) opens a second events file
+        in the same run directory, which TensorBoard reads as the same run.
         """
         if self.hparams and not self._hparams_written:
             self._write_hparams()
@@ -208,11 +214,8 @@ class TensorBoardXLogger(Logger):
         if self._hparams_written:
             self._experiment.file_writer.add_summary(_session_end(status))
         self.save()
-
-    def _close(self) -> None:
-        if self._experiment is not None:
-            self._experiment.close()
-            self._experiment = None
+        self._experiment.close()
+        self._experiment = None
 
     def __getstate__(self) -> dict[str, Any]:
         """``ddp_spawn`` pickles the logger: the open writer stays behind."""
