@@ -70,7 +70,7 @@ def test_max_samples_per_split_and_unknown_split_key(sentiment_csv: Path, tiny_b
     dm.setup("fit")
     assert (len(dm._splits["train"]), len(dm._splits["val"]), len(dm._splits["test"])) == (20, 5, 16)
     with pytest.raises(TbxFinetuneError, match="max_samples has unknown split"):
-        make_datamodule(sentiment_csv, tiny_bert, max_samples={"training": 20}).num_labels
+        make_datamodule(sentiment_csv, tiny_bert, max_samples={"training": 20}).setup("fit")
 
 
 def test_tokenised_splits_are_cached_and_padded_dynamically(sentiment_csv: Path, tiny_bert: Path) -> None:
