@@ -25,10 +25,15 @@ slows both alike.
 How to read it: ``overhead ratio (ours/bare)`` is the median step time of (b) over that of (a). 1.00 means
 our stack costs nothing per step. The model is tiny on purpose, so the ratio is a worst case: the extra
 milliseconds per step (also printed) are roughly fixed, and shrink relative to a real model's step time.
-Per-round ratios show how noisy the machine was; a spread wider than the effect means: run more rounds.
+The median ignores work done only every ``log_every_n_steps`` steps (writing to the logger); the mean columns
+include it (and more of the machine's noise). Per-round ratios show how noisy the machine was; a spread wider
+than the effect you look for means: run more rounds. The rich progress bar draws only when stdout is a
+terminal, so (b) costs more in a terminal than with output redirected; the output says which it was.
+Threads default to 1: on a busy 2-core machine, two intra-op threads make this tiny model's steps swing by
+an order of magnitude, which would drown the overhead being measured.
 
-    python scripts/bench_overhead.py                # defaults finish in about a minute on 2 CPU cores
-    python scripts/bench_overhead.py --rounds 5 --steps 200 --threads 1
+    python scripts/bench_overhead.py                # defaults take well under two minutes on 2 CPU cores
+    python scripts/bench_overhead.py --rounds 10 --steps 300 --threads 2
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ for _path in (REPO_ROOT, REPO_ROOT / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-import torch  # noqa: E402  (after the environment above, which transformers/datasets read at import)
+# below the environment above: importing lightning imports transformers and huggingface_hub, which read it
+import torch  # noqa: E402
 from lightning.pytorch import Callback, LightningModule, Trainer  # noqa: E402
 
 if TYPE_CHECKING:
@@ -128,12 +134,6 @@ def class_path(cls: type) -> str:
     setattr(alias, cls.__qualname__, cls)
     sys.modules[alias.__name__] = alias
     return f"{alias.__name__}.{cls.__qualname__}"
-
-
-def write_split(path: Path, rows: int, seed: int) -> Path:
-    from tiny_assets import write_sentiment_csv
-
-    return write_sentiment_csv(path, rows, seed=seed)
 
 
 def intervals(times: Sequence[float], warmup: int) -> list[float]:
@@ -219,7 +219,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     threads = args.threads
-    torch.set_num_threads(threads)
     # warmup + steps intervals need one more step start than that
     total_batches = args.warmup + args.steps + 1
 
@@ -230,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         import datasets
         import lightning
         import transformers
-        from tiny_assets import build_tiny_bert
+        from tiny_assets import build_tiny_bert, write_sentiment_csv
 
         from datamodules.text import TextDataModule
 
@@ -241,9 +240,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         model_dir = build_tiny_bert(work / "tiny-bert")
         data_args: dict[str, Any] = {
             "data_files": {
-                "train": str(write_split(work / "data" / "train.csv", total_batches * args.batch_size, seed=0)),
-                "val": str(write_split(work / "data" / "val.csv", VAL_ROWS, seed=1)),
-                "test": str(write_split(work / "data" / "test.csv", VAL_ROWS, seed=2)),
+                "train": str(write_sentiment_csv(work / "data" / "train.csv", total_batches * args.batch_size, 0)),
+                "val": str(write_sentiment_csv(work / "data" / "val.csv", VAL_ROWS, 1)),
+                "test": str(write_sentiment_csv(work / "data" / "test.csv", VAL_ROWS, 2)),
             },
             "text_column": "sentence",
             "label_column": "sentiment",
@@ -320,6 +319,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"log_every_n_steps={args.log_every_n_steps}"
         )
         print(f"identical batches in (a) and (b): {'yes' if same_batches else 'NO (order or content differed)'}")
+        print(f"stdout is a terminal (rich progress bar draws): {'yes' if sys.stdout.isatty() else 'no'}")
         print(INCLUDED_IN_OURS)
         print(NOT_TIMED)
         print()
