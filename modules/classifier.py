@@ -74,8 +74,12 @@ class ClassificationModule(LightningModule):
             sync_dist=not on_step,
             batch_size=labels.shape[0],
         )
-        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        if stage != "train":  # training metrics are logged once per epoch, not touched on every step
+            self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log_dict(self.metrics["train_metrics"], on_step=False, on_epoch=True)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")

@@ -14,7 +14,7 @@ NEGATIVE = ["bad", "awful", "boring", "terrible", "dull", "weak", "messy", "tedi
 NEUTRAL = ["the", "movie", "film", "plot", "was", "acting", "story", "and", "really", "quite", "a", "it"]
 
 
-def build_tiny_bert(folder: Path) -> Path:
+def build_tiny_bert(folder: Path, dropout: float = 0.1) -> Path:
     """A BertModel (no head, like sentence-transformers checkpoints) and its tokenizer in ``folder``."""
     import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -31,6 +31,8 @@ def build_tiny_bert(folder: Path) -> Path:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=64,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     BertModel(config).save_pretrained(folder)
     return folder

@@ -1,0 +1,161 @@
+"""Gradient norms per parameter and per layer, histograms and health alerts, cheap enough to leave on.
+
+Computed in ``on_before_optimizer_step``: there gradients are already unscaled under AMP and all-reduced
+under DDP, and the hook runs once per optimizer step whatever the accumulation. Everything is reduced on the
+device (``torch._foreach_norm``, ``index_add_`` per layer, histogram summaries), stacked into one tensor
+and copied to the host once per log step. Only global rank 0 computes and writes, except the non-finite
+check that ``stop_on_nonfinite`` needs on every rank to stop them together.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from loggers.health import TrainingHealth
+from loggers.histograms import HistogramStats, histogram_summary, summary_size
+from loggers.tensorboardx import TensorBoardXLogger
+
+log = logging.getLogger(__name__)
+_INDEX = re.compile(r"^\d+$")
+
+
+def layer_of(name: str, depth: int | None = None) -> str:
+    """Group a parameter name into a layer: ``model.bert.encoder.layer.3.attention.self.query.weight`` →
+    ``bert.encoder.layer.3``.
+
+    With ``depth`` the first ``depth`` module names are kept; by default, modules up to the first numeric
+    index (a repeated block), or at most two, so embeddings, each block, pooler and head are one layer.
+    """
+    parts = name.split(".")[:-1]  # drop the parameter's own name (weight, bias)
+    if parts and parts[0] == "model":
+        parts = parts[1:]
+    if depth is None:
+        numeric = next((i for i, part in enumerate(parts) if _INDEX.match(part)), None)
+        depth = numeric + 1 if numeric is not None else 2
+    return ".".join(parts[:depth]) or name
+
+
+class GradNormMonitor(Callback):
+    """Logs ``grad_norm/total``, ``grad_norm/<layer>``, ``grad_norm/nonfinite`` and ``grad_norm/per_param``.
+
+    Args:
+        every_n_steps: Log every this many optimizer steps (the step index is the optimizer step).
+        norm_type: The p of the p-norm (2.0: Euclidean; ``inf``: max abs).
+        group_depth: Module names kept when grouping parameters into layers (``None``: automatic).
+        bins: Buckets per histogram.
+        gradient_histograms: Also write a histogram of gradient values per layer (``grad/<layer>``).
+        weight_histograms: Also write a histogram of weight values per layer (``weight/<layer>``).
+        explode_factor, vanish_threshold, dead_patience: Health-alert thresholds (see ``TrainingHealth``).
+        stop_on_nonfinite: Stop training when a gradient is NaN/inf, checked at every step (all ranks stop
+            together); the offending step is logged even between log steps, so its alert shows.
+    """
+
+    def __init__(
+        self,
+        every_n_steps: int = 50,
+        norm_type: float = 2.0,
+        group_depth: int | None = None,
+        bins: int = 64,
+        gradient_histograms: bool = False,
+        weight_histograms: bool = False,
+        explode_factor: float = 10.0,
+        vanish_threshold: float = 1e-8,
+        dead_patience: int = 3,
+        stop_on_nonfinite: bool = False,
+    ) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"GradNormMonitor.every_n_steps must be ≥ 1, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.norm_type = float(norm_type)
+        self.group_depth = group_depth
+        self.bins = bins
+        self.gradient_histograms = gradient_histograms
+        self.weight_histograms = weight_histograms
+        self.stop_on_nonfinite = stop_on_nonfinite
+        self.health = TrainingHealth(
+            explode_factor=explode_factor, vanish_threshold=vanish_threshold, dead_patience=dead_patience
+        )
+        self.alerts_fired = 0
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
+        step = trainer.global_step
+        if step % self.every_n_steps and not self.stop_on_nonfinite:
+            return
+        named = [(n, p) for n, p in pl_module.named_parameters() if p.grad is not None]
+        if not named:
+            return
+        # stop_on_nonfinite checks every step on every rank (one host sync per step): all-reduced gradients
+        # are the same everywhere, so every rank stops at the same step without communicating
+        poisoned = self.stop_on_nonfinite and not _all_finite([p.grad for _, p in named])
+        if poisoned:
+            trainer.should_stop = True
+        if (step % self.every_n_steps and not poisoned) or not trainer.is_global_zero:
+            return
+        self._log_step(trainer, named, step)
+
+    def _log_step(self, trainer: Trainer, named: list[tuple[str, torch.nn.Parameter]], step: int) -> None:
+        layers = [layer_of(n, self.group_depth) for n, _ in named]
+        layer_names = list(dict.fromkeys(layers))
+        grads = [p.grad for _, p in named]
+        device = grads[0].device
+
+        norms = torch.stack(torch._foreach_norm(grads, self.norm_type)).float()
+        finite = torch.isfinite(norms)
+        layer_ids = torch.tensor([layer_names.index(layer) for layer in layers], device=device)
+        if math.isinf(self.norm_type):
+            per_layer = torch.zeros(len(layer_names), device=device).index_reduce_(
+                0, layer_ids, norms, "amax", include_self=False
+            )
+            total = norms.max()
+        else:
+            powered = norms.pow(self.norm_type)
+            per_layer = torch.zeros(len(layer_names), device=device).index_add_(0, layer_ids, powered)
+            per_layer = per_layer.pow(1.0 / self.norm_type)
+            total = powered.sum().pow(1.0 / self.norm_type)
+        parts = [total.reshape(1), (~finite).sum().float().reshape(1), per_layer, histogram_summary(norms, self.bins)]
+        histogram_tags = ["grad_norm/per_param"]
+        for kind, enabled in (("grad", self.gradient_histograms), ("weight", self.weight_histograms)):
+            if not enabled:
+                continue
+            for layer in layer_names:
+                tensors = [
+                    (p.grad if kind == "grad" else p) for (_, p), lyr in zip(named, layers, strict=True) if lyr == layer
+                ]
+                parts.append(histogram_summary(torch.cat([t.detach().flatten() for t in tensors]), self.bins))
+                histogram_tags.append(f"{kind}/{layer}")
+
+        host = torch.cat(parts).cpu().tolist()  # the one device→host copy of this step
+
+        total_norm, nonfinite = host[0], int(host[1])
+        layer_norms = dict(zip(layer_names, host[2 : 2 + len(layer_names)], strict=True))
+        offset, size = 2 + len(layer_names), summary_size(self.bins)
+        histograms = {
+            tag: HistogramStats.from_summary(host[offset + i * size : offset + (i + 1) * size])
+            for i, tag in enumerate(histogram_tags)
+        }
+        alerts = self.health.check(total_norm, nonfinite, layer_norms)
+        self._write(trainer, step, total_norm, nonfinite, layer_norms, histograms, alerts)
+
+    def _write(self, trainer, step, total_norm, nonfinite, layer_norms, histograms, alerts) -> None:
+        scalars = {"grad_norm/total": total_norm, "grad_norm/nonfinite": float(nonfinite)}
+        scalars |= {f"grad_norm/{layer}": norm for layer, norm in layer_norms.items()}
+        scalars["health/alerts"] = float(len(alerts))
+        self.alerts_fired += len(alerts)
+        for alert in alerts:
+            log.warning("training health [step %d] %s: %s", step, alert.kind, alert.message)
+        for logger in trainer.loggers:
+            logger.log_metrics({k: v for k, v in scalars.items() if math.isfinite(v)}, step=step)
+            if isinstance(logger, TensorBoardXLogger):
+                for tag, stats in histograms.items():
+                    logger.log_histogram(tag, stats, step)
+                for alert in alerts:
+                    logger.log_text(f"health/{alert.kind}", f"step {step}: {alert.message}", step)
+
+
+def _all_finite(grads: list[torch.Tensor]) -> bool:
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
