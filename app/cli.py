@@ -16,7 +16,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from app.errors import TbxFinetuneError
 from app.predictions import PredictionWriter
+from loggers.gradients import GradNormMonitor
 from loggers.run_config import RunConfigCallback
+from loggers.visuals import ValidationVisuals
 from modules.classifier import ClassificationModule
 
 DEFAULT_LOGGER = {"class_path": "loggers.TensorBoardXLogger", "init_args": {"save_dir": "runs"}}
@@ -40,6 +42,10 @@ class FinetuneCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        # the visual record is always wired in and configured by two top-level keys, so config fragments
+        # compose (`--config quickstart.yaml --config visuals.yaml`) instead of replacing trainer.callbacks
+        parser.add_lightning_class_args(GradNormMonitor, "grad_norms")
+        parser.add_lightning_class_args(ValidationVisuals, "visuals")
         parser.add_argument(
             "--test_after_fit",
             type=bool,

@@ -44,7 +44,8 @@ class GradNormMonitor(Callback):
     """Logs ``grad_norm/total``, ``grad_norm/<layer>``, ``grad_norm/nonfinite`` and ``grad_norm/per_param``.
 
     Args:
-        every_n_steps: Log every this many optimizer steps (the step index is the optimizer step).
+        every_n_steps: Log every this many optimizer steps (the step index is the optimizer step); 0 turns
+            the monitor off (``stop_on_nonfinite`` still checks every step).
         norm_type: The p of the p-norm (2.0: Euclidean; ``inf``: max abs).
         group_depth: Module names kept when grouping parameters into layers (``None``: automatic).
         bins: Buckets per histogram.
@@ -68,8 +69,8 @@ class GradNormMonitor(Callback):
         dead_patience: int = 3,
         stop_on_nonfinite: bool = False,
     ) -> None:
-        if every_n_steps < 1:
-            raise ValueError(f"GradNormMonitor.every_n_steps must be ≥ 1, got {every_n_steps}")
+        if every_n_steps < 0:
+            raise ValueError(f"GradNormMonitor.every_n_steps must be ≥ 0 (0: off), got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.norm_type = float(norm_type)
         self.group_depth = group_depth
@@ -84,7 +85,8 @@ class GradNormMonitor(Callback):
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
         step = trainer.global_step
-        if step % self.every_n_steps and not self.stop_on_nonfinite:
+        log_step = self.every_n_steps > 0 and step % self.every_n_steps == 0
+        if not (log_step or self.stop_on_nonfinite):
             return
         named = [(n, p) for n, p in pl_module.named_parameters() if p.grad is not None]
         if not named:
@@ -94,7 +96,7 @@ class GradNormMonitor(Callback):
         poisoned = self.stop_on_nonfinite and not _all_finite([p.grad for _, p in named])
         if poisoned:
             trainer.should_stop = True
-        if (step % self.every_n_steps and not poisoned) or not trainer.is_global_zero:
+        if not (log_step or poisoned) or not trainer.is_global_zero:
             return
         self._log_step(trainer, named, step)
 

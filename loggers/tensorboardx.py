@@ -203,16 +203,52 @@ class TensorBoardXLogger(Logger):
         self._hparams_written = True
 
     @rank_zero_only
-    def log_graph(self, model: torch.nn.Module, input_array: Any = None) -> None:
-        if not self._log_graph:
+    def log_graph(self, model: torch.nn.Module, input_array: Any = None, force: bool = False) -> None:
+        """Trace ``model`` on ``input_array`` (or its ``example_input_array``) into TensorBoard's GRAPHS tab.
+
+        Lightning calls this at the start of every fit; it only draws when the logger was built with
+        ``log_graph=True`` or a caller (the visuals callback) passes ``force``. The input goes through the
+        module's batch-transfer hooks first, as a real batch would (device move, on-device normalisation).
+        """
+        if not (self._log_graph or force):
             return
         input_array = model.example_input_array if input_array is None else input_array
         if input_array is None:
             rank_zero_warn("log_graph needs `input_array` or `model.example_input_array`; graph not logged.")
             return
-        if isinstance(input_array, Mapping):
-            input_array = tuple(input_array.values())
-        self.experiment.add_graph(model, input_array)
+        import warnings
+
+        from lightning.pytorch.core.module import _jit_is_scripting
+
+        if hasattr(model, "_apply_batch_transfer_handler"):
+            input_array = model._apply_batch_transfer_handler(model._on_before_batch_transfer(input_array))
+        # our modules take the batch dict as one argument; tracing records the dict's tensors as inputs
+        inputs = (input_array,) if isinstance(input_array, Mapping) else input_array
+        was_training = model.training
+        model.eval()
+        try:
+            with _jit_is_scripting(), warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                self.experiment.add_graph(model, inputs, use_strict_trace=False)
+        finally:
+            model.train(was_training)
+
+    @rank_zero_only
+    def log_image(self, tag: str, image: torch.Tensor, step: int, dataformats: str = "CHW") -> None:
+        """An image (uint8 0..255 or float 0..1), e.g. a rendered confusion matrix or a grid of inputs."""
+        self.experiment.add_image(tag, image, global_step=step, dataformats=dataformats)
+
+    @rank_zero_only
+    def log_pr_curve(self, tag: str, counts: Mapping[str, Sequence[float]], step: int) -> None:
+        """A precision-recall curve from per-threshold counts (see ``loggers.visuals.pr_counts``)."""
+        self.experiment.add_pr_curve_raw(tag, **counts, global_step=step, num_thresholds=len(counts["precision"]))
+
+    @rank_zero_only
+    def log_embedding(
+        self, tag: str, features: torch.Tensor, metadata: list, header: list[str] | None, step: int
+    ) -> None:
+        """Feature vectors for the PROJECTOR tab, one metadata row (e.g. label, prediction) per vector."""
+        self.experiment.add_embedding(features, metadata=metadata, metadata_header=header, global_step=step, tag=tag)
 
     @rank_zero_only
     def save(self) -> None:

@@ -58,7 +58,7 @@ class ClassificationModule(LightningModule):
         """Return logits of shape ``(batch, num_labels)``."""
         raise NotImplementedError
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["labels"]
         logits = self(batch)
         loss = nn.functional.cross_entropy(logits, labels)
@@ -76,19 +76,21 @@ class ClassificationModule(LightningModule):
         )
         if stage != "train":  # training metrics are logged once per epoch, not touched on every step
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
-        return loss
+        return loss, logits
 
     def on_train_epoch_end(self) -> None:
         self.log_dict(self.metrics["train_metrics"], on_step=False, on_epoch=True)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
+        return self._shared_step(batch, "train")[0]
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        loss, logits = self._shared_step(batch, "val")
+        return {"loss": loss, "logits": logits.detach()}  # callbacks (loggers.visuals) draw from the logits
 
-    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        self._shared_step(batch, "test")
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        loss, logits = self._shared_step(batch, "test")
+        return {"loss": loss, "logits": logits.detach()}
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
         probs = self(batch).softmax(dim=-1)

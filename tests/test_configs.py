@@ -11,9 +11,18 @@ from conftest import REPO, event_files, load_events, run_cli
 CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
 
 
+QUICKSTART = REPO / "configs" / "quickstart.yaml"
+
+
+def is_fragment(config: Path) -> bool:
+    """A fragment (no model) is meant to be composed after a run config: `--config run.yaml --config it.yaml`."""
+    return "model" not in (yaml.safe_load(config.read_text(encoding="utf-8")) or {})
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=[str(c.relative_to(REPO)) for c in CONFIGS])
 def test_config_parses(config: Path) -> None:
-    result = run_cli("fit", "--config", str(config), "--print_config")
+    configs = ["--config", str(QUICKSTART)] if is_fragment(config) else []
+    result = run_cli("fit", *configs, "--config", str(config), "--print_config")
     assert result.returncode == 0, result.stderr[-3000:]
     printed = yaml.safe_load(result.stdout)
     assert printed["model"]["class_path"].startswith("modules.")

@@ -177,11 +177,9 @@ def test_ddp_norms_equal_single_process_with_same_global_batch(tmp_path, sentime
     totals = {}
     for name, batch, devices in (("single", 16, "1"), ("ddp", 8, "2")):
         config = text_config(model, str(sentiment_csv), tmp_path / name, batch_size=batch)
-        config["trainer"]["callbacks"] = [
-            {"class_path": "loggers.gradients.GradNormMonitor", "init_args": {"every_n_steps": 1}}
-        ]
         result = run_cli("fit", "--config", str(write_yaml(tmp_path / f"{name}.yaml", config)),
-                         "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0",
+                         "--grad_norms.every_n_steps", "1", "--trainer.max_steps", "3",
+                         "--trainer.limit_val_batches", "0",
                          "--trainer.strategy", "ddp", "--trainer.devices", devices)  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         assert len(list((tmp_path / name).rglob("events.out.tfevents.*"))) == 1  # one writer, also under DDP

@@ -1,0 +1,351 @@
+"""The validation set, seen in TensorBoard: confusion matrix, PR curves, misclassified examples, embeddings,
+logit histograms and the model graph — each opt-in, each at most once per validation epoch.
+
+Statistics that describe the whole validation set (confusion matrix, PR curves, logits, embeddings) are
+torchmetrics states, so under DDP they are synced across ranks before rank 0 writes them. Misclassified
+examples are rank 0's share of the validation set (their text or pixels are not tensors worth gathering).
+Figures are rendered with matplotlib's Agg canvas, without pyplot and its global state. This callback only
+computes; the logger writes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+from torchmetrics import CatMetric
+from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassPrecisionRecallCurve
+
+from loggers.histograms import HistogramStats, histogram_summary
+from loggers.tensorboardx import TensorBoardXLogger
+
+_MIN_COUNT = 1e-7  # TensorBoard's pr_curve plugin divides by max(count, 1e-7) too
+
+
+class ValidationVisuals(Callback):
+    """Opt-in pictures of the validation set, written at the end of a validation epoch.
+
+    Args:
+        confusion_matrix: An image ``val/confusion_matrix`` and scalars ``val/recall/<class>`` and
+            ``val/precision/<class>``.
+        pr_curves: One precision-recall curve per class, ``val/pr/<class>`` (one-vs-rest).
+        misclassified: Up to this many misclassified validation examples: a text table
+            ``val/misclassified`` for text models, an image grid for image models (0: off).
+        embeddings: Up to this many validation examples' pooled features (the classification head's
+            input) in the projector, with label and prediction as metadata (0: off).
+        logit_histograms: One histogram of each class's logit, ``val/logits/<class>``.
+        graph: The model graph, traced once on two validation examples at the start of fit.
+        every_n_epochs: Draw every this many validation epochs.
+        pr_thresholds: Thresholds per PR curve (TensorBoard's default is 127).
+    """
+
+    def __init__(
+        self,
+        confusion_matrix: bool = False,
+        pr_curves: bool = False,
+        misclassified: int = 0,
+        embeddings: int = 0,
+        logit_histograms: bool = False,
+        graph: bool = False,
+        every_n_epochs: int = 1,
+        pr_thresholds: int = 127,
+    ) -> None:
+        self.confusion_matrix = confusion_matrix
+        self.pr_curves = pr_curves
+        self.misclassified = misclassified
+        self.embeddings = embeddings
+        self.logit_histograms = logit_histograms
+        self.graph = graph
+        self.every_n_epochs = max(every_n_epochs, 1)
+        self.pr_thresholds = pr_thresholds
+        self._metrics: nn.ModuleDict | None = None
+        self._hook: Any = None
+        self._examples: list[tuple[Any, str, str, float]] = []
+        self._pending_features: torch.Tensor | None = None
+        self._embedded = 0
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.confusion_matrix, self.pr_curves, self.misclassified, self.embeddings, self.logit_histograms))
+
+    # ------------------------------------------------------------------------------------------- hooks
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        num_labels = pl_module.num_labels
+        metrics: dict[str, nn.Module] = {}
+        if self.confusion_matrix:
+            metrics["confusion"] = MulticlassConfusionMatrix(num_labels)
+        if self.pr_curves:
+            metrics["pr"] = MulticlassPrecisionRecallCurve(num_labels, thresholds=self.pr_thresholds)
+        if self.logit_histograms:
+            metrics["logits"] = CatMetric()
+        if self.embeddings:
+            metrics["features"] = CatMetric()
+            metrics["labels"] = CatMetric()
+            metrics["predicted"] = CatMetric()
+        self._metrics = nn.ModuleDict(metrics).to(pl_module.device)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.graph:
+            example = _first_examples(trainer, count=2)
+            for logger in _our_loggers(trainer):
+                logger.log_graph(pl_module, example, force=True)
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._active(trainer):
+            return
+        for metric in self._metrics.values():
+            metric.to(pl_module.device).reset()
+        self._examples = []
+        self._embedded = 0
+        if self.embeddings:
+            head = _classification_head(pl_module)
+            self._hook = head.register_forward_pre_hook(self._capture_features)
+
+    def _capture_features(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        features = inputs[0].detach()
+        if features.ndim == 3:  # (batch, tokens, hidden) heads such as RoBERTa's: the first token is pooled
+            features = features[:, 0]
+        self._pending_features = features.flatten(1).float()
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:  # fmt: skip
+        if not self._active(trainer) or not isinstance(outputs, dict) or "logits" not in outputs:
+            return
+        logits, labels = outputs["logits"].float(), batch["labels"]
+        if self.confusion_matrix:
+            self._metrics["confusion"].update(logits, labels)
+        if self.pr_curves:
+            self._metrics["pr"].update(logits.softmax(dim=-1), labels)
+        if self.logit_histograms:
+            self._metrics["logits"].update(logits)
+        room = self.embeddings - self._embedded
+        if room > 0 and self._pending_features is not None:
+            self._metrics["features"].update(self._pending_features[:room])
+            self._metrics["labels"].update(labels[:room].float())
+            self._metrics["predicted"].update(logits[:room].argmax(dim=-1).float())
+            self._embedded += min(room, len(labels))
+        self._pending_features = None
+        if self.misclassified and trainer.is_global_zero and len(self._examples) < self.misclassified:
+            self._collect_misclassified(trainer, batch, logits, labels, pl_module)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self._active(trainer):
+            return
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        step, names = logging_step(trainer), list(pl_module.label_names)
+        loggers = _our_loggers(trainer)
+        # compute() syncs torchmetrics states across ranks: every rank must call it, rank 0 writes
+        drawings = self._draw(names)
+        for logger in loggers:
+            for kind, payload in drawings:
+                _write(logger, kind, payload, step)
+            if self.misclassified:
+                _write_examples(logger, self._examples, step)
+
+    # ------------------------------------------------------------------------------------ computation
+    def _active(self, trainer: Trainer) -> bool:
+        return (
+            self.enabled
+            and self._metrics is not None
+            and not trainer.sanity_checking
+            and (trainer.current_epoch % self.every_n_epochs == 0)
+        )
+
+    def _draw(self, names: list[str]) -> list[tuple[str, Any]]:
+        out: list[tuple[str, Any]] = []
+        if self.confusion_matrix and self._metrics["confusion"].update_count:
+            matrix = self._metrics["confusion"].compute().cpu()
+            out.append(("image", ("val/confusion_matrix", render_confusion_matrix(matrix, names))))
+            diagonal = matrix.diag().double()
+            recall = diagonal / matrix.sum(dim=1).clamp_min(1)
+            precision = diagonal / matrix.sum(dim=0).clamp_min(1)
+            scalars = {f"val/recall/{n}": float(r) for n, r in zip(names, recall, strict=True)}
+            scalars |= {f"val/precision/{n}": float(p) for n, p in zip(names, precision, strict=True)}
+            out.append(("scalars", scalars))
+        if self.pr_curves and self._metrics["pr"].update_count:
+            metric = self._metrics["pr"]
+            with metric.sync_context(should_sync=True, should_unsync=True):
+                confmat = metric.confmat.clone()  # (thresholds, classes, 2, 2): counts at each threshold
+            for index, name in enumerate(names):
+                out.append(("pr", (f"val/pr/{name}", pr_counts(confmat[:, index]))))
+        if self.logit_histograms and self._metrics["logits"].update_count:
+            logits = _as_matrix(self._metrics["logits"].compute())
+            summaries = torch.stack([histogram_summary(logits[:, c], 64) for c in range(logits.shape[1])]).cpu()
+            for name, summary in zip(names, summaries.tolist(), strict=True):
+                out.append(("histogram", (f"val/logits/{name}", HistogramStats.from_summary(summary))))
+        if self.embeddings and self._metrics["features"].update_count:
+            features = _as_matrix(self._metrics["features"].compute())[: self.embeddings].cpu()
+            labels = self._metrics["labels"].compute().long().flatten()[: self.embeddings].tolist()
+            predicted = self._metrics["predicted"].compute().long().flatten()[: self.embeddings].tolist()
+            metadata = [[names[t], names[p]] for t, p in zip(labels, predicted, strict=True)]
+            out.append(("embedding", ("val_embeddings", features, metadata)))
+        return out
+
+    def _collect_misclassified(self, trainer, batch, logits, labels, pl_module) -> None:
+        probabilities, predicted = logits.softmax(dim=-1).max(dim=-1)
+        wrong = (predicted != labels).nonzero().flatten()[: self.misclassified - len(self._examples)].tolist()
+        if not wrong:
+            return
+        names = pl_module.label_names
+        inputs = describe_inputs(trainer, batch, wrong)
+        for row, shown in zip(wrong, inputs, strict=True):
+            true, guess = names[int(labels[row])], names[int(predicted[row])]
+            self._examples.append((shown, true, guess, float(probabilities[row])))
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def logging_step(trainer: Trainer) -> int:
+    """The step Lightning gives the validation scalars (``val/acc``…), so pictures line up with them.
+
+    Lightning's logger connector uses the fit loop's count of batches that stepped the optimizer; it has no
+    public name, hence the private attribute (read only).
+    """
+    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
+
+
+def describe_inputs(trainer: Trainer, batch: dict[str, torch.Tensor], rows: list[int]) -> list[Any]:
+    """What a human should see for some rows of a batch: the text (decoded) or the image (CHW float, 0..1)."""
+    tokenizer = getattr(trainer.datamodule, "tokenizer", None)
+    if "input_ids" in batch and tokenizer is not None:
+        return tokenizer.batch_decode(batch["input_ids"][rows].tolist(), skip_special_tokens=True)
+    images = next((v for v in batch.values() if torch.is_tensor(v) and v.ndim == 4), None)
+    if images is None:
+        return [f"example {row}" for row in rows]
+    picked = images[rows].detach().float().cpu()
+    low = picked.amin(dim=(1, 2, 3), keepdim=True)
+    high = picked.amax(dim=(1, 2, 3), keepdim=True)
+    return list((picked - low) / (high - low).clamp_min(1e-8))
+
+
+def pr_counts(confmat: torch.Tensor) -> dict[str, list[float]]:
+    """TensorBoard's raw PR-curve data from torchmetrics' binned one-vs-rest counts ``(thresholds, 2, 2)``."""
+    counts = confmat.double().cpu()
+    tp, fp, fn, tn = counts[:, 1, 1], counts[:, 0, 1], counts[:, 1, 0], counts[:, 0, 0]
+    precision = tp / (tp + fp).clamp_min(_MIN_COUNT)
+    recall = tp / (tp + fn).clamp_min(_MIN_COUNT)
+    return {
+        "true_positive_counts": tp.tolist(),
+        "false_positive_counts": fp.tolist(),
+        "true_negative_counts": tn.tolist(),
+        "false_negative_counts": fn.tolist(),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+    }
+
+
+def render_confusion_matrix(matrix: torch.Tensor, names: list[str]):
+    """An RGB image (HWC uint8) of the confusion matrix, rows = true class, columns = predicted."""
+    from matplotlib.figure import Figure
+
+    size = max(4.0, 0.45 * len(names) + 2.0)
+    figure = Figure(figsize=(size, size), dpi=100)
+    axes = figure.add_subplot()
+    values = matrix.numpy()
+    axes.imshow(values, cmap="Blues")
+    ticks = range(len(names))
+    axes.set_xticks(ticks, names, rotation=45 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
+    axes.set_yticks(ticks, names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    if len(names) <= 20:
+        threshold = values.max() / 2 if values.size else 0
+        for (row, col), value in _cells(values):
+            colour = "white" if value > threshold else "black"
+            axes.text(col, row, str(int(value)), ha="center", va="center", color=colour, fontsize=8)
+    figure.tight_layout()
+    return render(figure)
+
+
+def render_image_grid(images: list[torch.Tensor], titles: list[str]):
+    """An RGB image (HWC uint8) of images (CHW, 0..1) in a grid, each titled."""
+    from matplotlib.figure import Figure
+
+    columns = min(8, len(images))
+    rows = math.ceil(len(images) / columns)
+    figure = Figure(figsize=(1.6 * columns, 1.9 * rows), dpi=100)
+    for index, (image, title) in enumerate(zip(images, titles, strict=True)):
+        axes = figure.add_subplot(rows, columns, index + 1)
+        pixels = image.permute(1, 2, 0).numpy()
+        axes.imshow(pixels[..., 0] if pixels.shape[-1] == 1 else pixels, cmap="gray", vmin=0, vmax=1)
+        axes.set_title(title, fontsize=7)
+        axes.axis("off")
+    figure.tight_layout()
+    return render(figure)
+
+
+def render(figure):
+    """The figure as an RGB image tensor (HWC uint8), drawn on an Agg canvas of its own (no pyplot state)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return torch.from_numpy(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+
+
+def _cells(values):
+    for row in range(values.shape[0]):
+        for col in range(values.shape[1]):
+            yield (row, col), values[row, col]
+
+
+def _write(logger: TensorBoardXLogger, kind: str, payload: Any, step: int) -> None:
+    if kind == "image":
+        tag, image = payload
+        logger.log_image(tag, image, step, dataformats="HWC")
+    elif kind == "scalars":
+        logger.log_metrics(payload, step=step)
+    elif kind == "pr":
+        tag, counts = payload
+        logger.log_pr_curve(tag, counts, step)
+    elif kind == "histogram":
+        tag, stats = payload
+        logger.log_histogram(tag, stats, step)
+    elif kind == "embedding":
+        tag, features, metadata = payload
+        logger.log_embedding(tag, features, metadata, ["label", "predicted"], step)
+
+
+def _write_examples(logger: TensorBoardXLogger, examples: list[tuple[Any, str, str, float]], step: int) -> None:
+    if not examples:
+        return
+    if isinstance(examples[0][0], str):
+        rows = ["| text | label | predicted | probability |", "|---|---|---|---|"]
+        rows += [f"| {_cell(text)} | {_cell(t)} | {_cell(p)} | {prob:.3f} |" for text, t, p, prob in examples]
+        logger.log_text("val/misclassified", "\n".join(rows), step)
+    else:
+        titles = [f"{t} → {p} ({prob:.2f})" for _, t, p, prob in examples]
+        logger.log_image("val/misclassified", render_image_grid([e[0] for e in examples], titles), step, "HWC")
+
+
+def _cell(text: str) -> str:
+    """A markdown table cell: pipes escaped, newlines flattened."""
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _as_matrix(values: torch.Tensor) -> torch.Tensor:
+    return values if values.ndim == 2 else values.reshape(-1, values.shape[-1])
+
+
+def _classification_head(pl_module: LightningModule) -> nn.Module:
+    """The module whose input is the pooled feature vector: transformers names it ``classifier``."""
+    head = getattr(getattr(pl_module, "model", None), "classifier", None)
+    if head is None:
+        raise ValueError(f"{type(pl_module).__name__} has no `model.classifier`; embeddings cannot be captured")
+    return head
+
+
+def _first_examples(trainer: Trainer, count: int) -> dict[str, torch.Tensor]:
+    batch = next(iter(trainer.datamodule.val_dataloader()))
+    return {key: value[:count] for key, value in batch.items() if key != "labels"}
+
+
+def _our_loggers(trainer: Trainer) -> list[TensorBoardXLogger]:
+    return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardXLogger)]
