@@ -81,6 +81,13 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     )
 
 
+def start_cli(*args: str, log: Path) -> subprocess.Popen:
+    """``python -m app.cli ...`` started in the background (to be signalled, killed or raced); output to ``log``."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, stdout=out, stderr=out)
+
+
 def run_main(*args: str) -> tuple[int, str, str]:
     """``app.cli.main(args)`` in this process → (exit code, stdout, stderr).
 
