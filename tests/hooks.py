@@ -32,21 +32,19 @@ class PauseAtStep(Callback):
             time.sleep(0.05)
 
 
-class DiskFullAfter(Callback):
-    """Checkpoint writes fail with ENOSPC after ``saves`` successful ones, like a disk filling up mid-run."""
+class DiskFullFrom(Callback):
+    """Checkpoint writes from optimizer step ``step`` on fail with ENOSPC, like a disk filling up mid-run."""
 
-    def __init__(self, saves: int = 1) -> None:
-        self.saves = saves
+    def __init__(self, step: int) -> None:
+        self.step = step
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         checkpoint_io = trainer.strategy.checkpoint_io
         original = checkpoint_io.save_checkpoint
-        done = []
 
         def save_checkpoint(checkpoint, path, storage_options=None):
-            if len(done) >= self.saves:
+            if trainer.global_step >= self.step:
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
-            done.append(path)
             return original(checkpoint, path, storage_options=storage_options)
 
         checkpoint_io.save_checkpoint = save_checkpoint
