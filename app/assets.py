@@ -43,6 +43,12 @@ def load_pretrained(loader: Callable[..., Any], name_or_path: str, key: str, **k
     try:
         return loader(name_or_path, **kwargs)
     except (OSError, ValueError) as err:
+        if "trust_remote_code" in str(err):
+            raise TbxFinetuneError(
+                f"{key}={name_or_path!r} needs to run Python code shipped with it (custom architecture), which is "
+                "off by default. Only if you trust its source, set trust_remote_code: true in the model's (and "
+                "data's) init_args"
+            ) from err
         raise TbxFinetuneError(
             f"{key}={name_or_path!r} could not be loaded: it is neither a local folder "
             "with a config.json nor a hub name reachable from this machine. Fix the path, or download the "

@@ -7,6 +7,8 @@ checkpoint on ``val/acc``, an LR monitor, a rich progress bar and a prediction w
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from typing import Any
 
@@ -14,10 +16,14 @@ from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from app import checkpoints
 from app.errors import TbxFinetuneError
+from app.guards import NonFiniteLossGuard
+from app.interrupts import InterruptCheckpoint
 from app.predictions import PredictionWriter
 from loggers.gradients import GradNormMonitor
 from loggers.run_config import RunConfigCallback
+from loggers.tensorboardx import TensorBoardXLogger
 from loggers.visuals import ValidationVisuals
 from modules.classifier import ClassificationModule
 
@@ -53,6 +59,46 @@ class FinetuneCLI(LightningCLI):
             help="After fit, test the best checkpoint in the same run (test/* metrics join the HPARAMS table).",
         )
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Load ``--ckpt_path`` safely right after parsing: LightningCLI reads its hyperparameters next."""
+        super().parse_arguments(parser, args)
+        self._checkpoint, self._resume = None, None
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and ckpt_path not in checkpoints.LIGHTNING_ALIASES:
+            self._checkpoint = checkpoints.load_checkpoint(ckpt_path)
+
+    def before_instantiate_classes(self) -> None:
+        """Checkpoints: loaded safely, ``fit --ckpt_path last|<run's ckpt>`` continues that run's folder."""
+        config = self.config[self.subcommand]
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True  # Lightning leaves it to torch.load's default; say it
+        root = _logger_root(config)
+        if self.subcommand == "fit" and config.get("ckpt_path") == checkpoints.LAST:
+            found = checkpoints.find_last_checkpoint(root) if root else None
+            if found is None:
+                print(f"tbx-finetune: --ckpt_path last: no {root}/*/checkpoints/last.ckpt, starting a new run")
+            config["ckpt_path"] = str(found) if found else None
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or ckpt_path in checkpoints.LIGHTNING_ALIASES:
+            return
+        if self._checkpoint is None:
+            self._checkpoint = checkpoints.load_checkpoint(ckpt_path)
+        folder = checkpoints.run_folder_of(ckpt_path, root) if self.subcommand == "fit" and root else None
+        if folder:
+            self._resume = (folder, checkpoints.restored_step(self._checkpoint))
+            self.save_config_kwargs["overwrite"] = True  # the run's config.yaml, now with the ckpt_path resumed
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        if self._checkpoint is not None:
+            checkpoints.check_fits_model(self._checkpoint, self.model, self.config[self.subcommand]["ckpt_path"])
+            self._checkpoint = None  # Lightning loads it again when the run starts
+        if self._resume:
+            for logger in self.trainer.loggers:
+                if isinstance(logger, TensorBoardXLogger):
+                    logger.continue_run(*self._resume)
+
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
             best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
@@ -77,17 +123,49 @@ def main(args: list[str] | None = None) -> None:
             save_config_callback=RunConfigCallback,
             trainer_defaults={
                 "logger": DEFAULT_LOGGER,
-                "callbacks": [LearningRateMonitor(logging_interval="step")],
+                "callbacks": [
+                    LearningRateMonitor(logging_interval="step"),
+                    InterruptCheckpoint(),
+                    NonFiniteLossGuard(),
+                ],
             },
             parser_kwargs={"allow_abbrev": False},  # `--trainer.max_epoch` must be an error, not max_epochs
             args=args,
         )
     except Exception as err:
-        ours = _our_error(err)
+        ours = _our_error(err) or _file_system_error(err)
         if ours is None:
             raise
         print(f"tbx-finetune: error: {ours}", file=sys.stderr)
         sys.exit(2)
+
+
+def _logger_root(config: Any) -> str | None:
+    """``save_dir/name`` of the run's TensorBoardXLogger (where ``version_*`` folders are), if it uses ours."""
+    logger = (config.get("trainer") or {}).get("logger")
+    if not logger or not isinstance(logger.get("class_path"), str):
+        return None
+    module, _, name = logger["class_path"].rpartition(".")
+    if name != TensorBoardXLogger.__name__ or module not in ("loggers", "loggers.tensorboardx"):
+        return None
+    init_args = logger.get("init_args") or {}
+    return os.path.join(str(init_args.get("save_dir", "runs")), str(init_args.get("name", "default")))
+
+
+_FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+
+
+def _file_system_error(err: BaseException | None) -> TbxFinetuneError | None:
+    """Disk full, read-only or no permission mid-run, as one line (Lightning has already closed the logger)."""
+    while err is not None and not (isinstance(err, OSError) and err.errno in _FILE_SYSTEM_ERRNOS):
+        err = err.__cause__ or err.__context__
+    if err is None:
+        return None
+    return TbxFinetuneError(
+        f"{err.strerror}: {err.filename or 'a file of the run'}; the run stopped there. What it wrote before "
+        "(events, checkpoints) is closed and readable: free space or fix permissions, then continue with "
+        "--ckpt_path last"
+    )
 
 
 def _our_error(err: BaseException | None) -> TbxFinetuneError | None:

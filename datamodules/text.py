@@ -45,6 +45,8 @@ class TextDataModule(LightningDataModule):
         predict_split: Which split ``predict`` runs on.
         num_workers: DataLoader worker processes.
         seed: Seed for the held-out splits and subsampling (independent of the training seed).
+        trust_remote_code: Let a tokenizer folder or hub repo run its own Python code; off unless set (like
+            ``model.init_args.trust_remote_code``, which does not turn this on).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class TextDataModule(LightningDataModule):
         predict_split: str = "test",
         num_workers: int = 0,
         seed: int = 42,
+        trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -122,7 +125,10 @@ class TextDataModule(LightningDataModule):
             if not self.hparams.tokenizer:
                 raise TbxFinetuneError("data.tokenizer is not set (the CLI links it to model.model_name_or_path)")
             self._tokenizer = load_pretrained(
-                AutoTokenizer.from_pretrained, self.hparams.tokenizer, key="data.tokenizer"
+                AutoTokenizer.from_pretrained,
+                self.hparams.tokenizer,
+                key="data.tokenizer",
+                trust_remote_code=self.hparams.trust_remote_code,
             )
         return self._tokenizer
 

@@ -55,6 +55,9 @@ class TensorBoardXLogger(Logger):
             default because tracing a transformer is slow.
         flush_secs: How often pending events reach the disk; small so that a crash loses little.
         max_queue: Events buffered before a forced flush.
+        purge_step: Resuming a run in its own directory: TensorBoard hides the points this run's earlier
+            writers logged at steps ≥ ``purge_step`` (written after the checkpoint, before the crash). Set by
+            the CLI on ``fit --ckpt_path``; applies to this logger's first writer only.
     """
 
     NAME_HPARAMS_FILE = "hparams.yaml"
@@ -68,6 +71,7 @@ class TensorBoardXLogger(Logger):
         log_graph: bool = False,
         flush_secs: int = 10,
         max_queue: int = 100,
+        purge_step: int | None = None,
     ) -> None:
         super().__init__()
         self._save_dir = os.fspath(save_dir)
@@ -77,8 +81,10 @@ class TensorBoardXLogger(Logger):
         self._log_graph = log_graph
         self._flush_secs = flush_secs
         self._max_queue = max_queue
+        self._purge_step = purge_step
         self._experiment: SummaryWriter | None = None
         self._writers_opened = 0
+        self._last_points: dict[str, tuple[int | None, float]] = {}
         self.hparams: dict[str, Any] = {}
         self._hparams_written = False
         self._hparams_saved: dict[str, Any] = {}
@@ -113,21 +119,28 @@ class TensorBoardXLogger(Logger):
         """Claim the next free ``version_N`` with ``os.mkdir``, which fails if another run won the race."""
         try:
             os.makedirs(self.root_dir, exist_ok=True)
-        except OSError as err:
+            taken = [int(m.group(1)) for d in os.listdir(self.root_dir) if (m := _VERSION_DIR.match(d))]
+            candidate = max(taken, default=-1) + 1
+            while True:
+                try:
+                    os.mkdir(os.path.join(self.root_dir, f"version_{candidate}"))
+                    return candidate
+                except FileExistsError:
+                    candidate += 1
+        except OSError as err:  # not a folder, read-only, no permission, disk full
             from app.errors import TbxFinetuneError
 
             raise TbxFinetuneError(
-                f"cannot create the run directory {self.root_dir!r} ({err.strerror}); "
+                f"cannot create the run directory in {self.root_dir!r} ({err.strerror}: {err.filename}); "
                 "point trainer.logger.init_args.save_dir at a writable folder"
             ) from err
-        taken = [int(m.group(1)) for d in os.listdir(self.root_dir) if (m := _VERSION_DIR.match(d))]
-        candidate = max(taken, default=-1) + 1
-        while True:
-            try:
-                os.mkdir(os.path.join(self.root_dir, f"version_{candidate}"))
-                return candidate
-            except FileExistsError:
-                candidate += 1
+
+    def continue_run(self, version: int | str, purge_step: int) -> None:
+        """Log into an existing run folder (resume), hiding its old points at steps ≥ ``purge_step``."""
+        if self._experiment is not None:
+            raise RuntimeError("continue_run must be called before anything is logged")
+        self._version = version
+        self._purge_step = purge_step
 
     def agree_on_version(self, broadcast: Callable[[Any], Any]) -> None:
         """Make every rank use rank 0's version (pass ``trainer.strategy.broadcast``); all ranks must call it."""
@@ -148,6 +161,8 @@ class TensorBoardXLogger(Logger):
                 flush_secs=self._flush_secs,
                 max_queue=self._max_queue,
                 filename_suffix=f".{os.getpid()}.{self._writers_opened}",
+                # a later writer (test_after_fit) must not purge what this session wrote since the resume
+                purge_step=self._purge_step if self._writers_opened == 1 else None,
             )
         return self._experiment
 
@@ -159,6 +174,9 @@ class TensorBoardXLogger(Logger):
         for tag, value in metrics.items():
             if isinstance(value, torch.Tensor):
                 value = value.item()
+            if self._last_points.get(tag) == (step, value):
+                continue  # Lightning adds `epoch` to every call: one point per step, not three identical ones
+            self._last_points[tag] = (step, value)
             writer.add_scalar(tag, value, global_step=step)
 
     @rank_zero_only

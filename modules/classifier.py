@@ -65,13 +65,15 @@ class ClassificationModule(LightningModule):
         metrics = self.metrics[f"{stage}_metrics"]
         metrics.update(logits.detach(), labels)
         on_step = stage == "train"
+        # sync_dist: under DDP every logged loss is the mean over all ranks' batches (the global batch), not
+        # rank 0's share; one scalar all-reduce per step. Accuracy/F1 are torchmetrics, synced by themselves.
         self.log(
             f"{stage}/loss",
             loss,
             on_step=on_step,
             on_epoch=not on_step,
             prog_bar=True,
-            sync_dist=not on_step,
+            sync_dist=True,
             batch_size=labels.shape[0],
         )
         if stage != "train":  # training metrics are logged once per epoch, not touched on every step

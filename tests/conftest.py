@@ -81,6 +81,39 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 300) -> subproce
     )
 
 
+def start_cli(*args: str, log: Path) -> subprocess.Popen:
+    """``python -m app.cli ...`` started in the background (to be signalled, killed or raced); output to ``log``."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    with log.open("w") as out:
+        return subprocess.Popen([sys.executable, "-m", "app.cli", *args], cwd=REPO, env=env, stdout=out, stderr=out)
+
+
+def run_main(*args: str) -> tuple[int, str, str]:
+    """``app.cli.main(args)`` in this process → (exit code, stdout, stderr).
+
+    For runs that stop while parsing or validating (no training): seconds cheaper than ``run_cli``, as the
+    imports are paid once per test session.
+    """
+    import contextlib
+    import io
+    from unittest import mock
+
+    from app.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        mock.patch.object(sys, "argv", ["tbx-finetune"]),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return code, out.getvalue(), err.getvalue()
+
+
 def event_files(root: Path) -> list[Path]:
     return sorted(root.rglob("events.out.tfevents.*"))
 

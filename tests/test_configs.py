@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, event_files, load_events, run_cli
+from conftest import REPO, event_files, load_events, run_cli, run_main
 
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+FRAGMENTS_DIR = REPO / "configs" / "trainer"
+FRAGMENTS = sorted(FRAGMENTS_DIR.glob("*.yaml"))  # trainer-only fragments, composed after a full config
+CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if FRAGMENTS_DIR not in c.parents)
 
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"
@@ -46,3 +48,22 @@ def test_quickstart_runs_with_tiny_overrides(tiny_bert: Path, tmp_path: Path) ->
     assert {f.parent for f in event_files(tmp_path / "runs")} == {run_dir}  # fit and test: one run
     scalars = set(load_events(run_dir).Tags()["scalars"])
     assert {"train/loss", "val/acc", "test/acc", "test/f1"} <= scalars  # test_after_fit: same run
+
+
+@pytest.mark.parametrize("fragment", FRAGMENTS, ids=[f.name for f in FRAGMENTS])
+def test_trainer_fragment_composes_with_quickstart(fragment: Path) -> None:
+    """``--config configs/quickstart.yaml --config configs/trainer/<x>.yaml``: the fragment's keys win.
+
+    In-process (the parse is what is tested, not start-up), so every fragment costs well under a second.
+    """
+    quickstart = str(REPO / "configs" / "quickstart.yaml")
+    code, out, err = run_main("fit", "--config", quickstart, "--config", str(fragment), "--print_config")
+    assert code == 0, err[-3000:]
+    printed = yaml.safe_load(out)
+    assert printed["model"]["class_path"] == "modules.TextClassifier"  # the base config survives
+    for key, value in yaml.safe_load(fragment.read_text())["trainer"].items():
+        if isinstance(value, dict):  # class_path form: the printed value has the class and its init_args
+            assert printed["trainer"][key]["class_path"] == value["class_path"]
+            assert value["init_args"].items() <= printed["trainer"][key]["init_args"].items()
+        else:
+            assert printed["trainer"][key] == value, key

@@ -1,0 +1,50 @@
+"""Callbacks that tests put into a real CLI run (``class_path: tests.hooks.<Name>``) to stop it at a known point.
+
+They let a test signal or kill a run at an exact optimizer step instead of guessing with sleeps.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+class PauseAtStep(Callback):
+    """After optimizer step ``step`` completes, write ``marker`` (the step) and wait to be signalled or killed.
+
+    The wait ends early when Lightning's SIGTERM flag is set (SIGTERM, or Ctrl-C through InterruptCheckpoint).
+    """
+
+    def __init__(self, step: int, marker: str, timeout: float = 120.0) -> None:
+        self.step = step
+        self.marker = marker
+        self.timeout = timeout
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        if trainer.global_step != self.step or Path(self.marker).exists():
+            return
+        Path(self.marker).write_text(str(trainer.global_step))
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline and not trainer.received_sigterm:
+            time.sleep(0.05)
+
+
+class DiskFullFrom(Callback):
+    """Checkpoint writes from optimizer step ``step`` on fail with ENOSPC, like a disk filling up mid-run."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        checkpoint_io = trainer.strategy.checkpoint_io
+        original = checkpoint_io.save_checkpoint
+
+        def save_checkpoint(checkpoint, path, storage_options=None):
+            if trainer.global_step >= self.step:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            return original(checkpoint, path, storage_options=storage_options)
+
+        checkpoint_io.save_checkpoint = save_checkpoint
