@@ -13,12 +13,7 @@ FRAGMENTS = REPO / "configs" / "trainer"
 def test_accumulation_logs_every_tag_at_optimizer_steps(tiny_bert: Path, sentiment_csv: Path, tmp_path: Path) -> None:
     config = text_config(tiny_bert, str(sentiment_csv), tmp_path / "runs")
     config["trainer"].update(max_steps=4, log_every_n_steps=1, limit_val_batches=1)
-    config["trainer"]["callbacks"] = [
-        {
-            "class_path": "loggers.gradients.GradNormMonitor",
-            "init_args": {"every_n_steps": 1, "gradient_histograms": True},
-        }
-    ]
+    config["grad_norms"] = {"every_n_steps": 1, "gradient_histograms": True}  # the CLI's own monitor
     result = run_cli(
         "fit", "--config", str(write_yaml(tmp_path / "fit.yaml", config)),
         "--config", str(FRAGMENTS / "accumulate.yaml"), "--config", str(FRAGMENTS / "clip.yaml"),
