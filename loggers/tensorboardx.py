@@ -184,6 +184,11 @@ class TensorBoardXLogger(Logger):
         self.experiment.add_text(tag, text, global_step=step)
 
     @rank_zero_only
+    def log_image(self, tag: str, image: torch.Tensor, step: int) -> None:
+        """One ``(C, H, W)`` image, ``uint8`` or float in [0, 1] (TensorBoard's IMAGES tab)."""
+        self.experiment.add_image(tag, image, global_step=step, dataformats="CHW")
+
+    @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: Any = None) -> None:
         """Collect (flattened) hyperparameters; they are written once, before the first metric.
 
