@@ -86,18 +86,30 @@ def test_validate_test_predict_from_checkpoint(fitted: dict, tmp_path: Path) -> 
     assert rows[0]["input"] == "test[0]" and {r["label"] for r in rows} <= {str(d) for d in range(10)}
 
 
-def test_finetune_replaces_the_head_of_an_exported_model(fitted: dict, tmp_path: Path) -> None:
-    """The exported folder loads through from_pretrained with a new 3-class head (digits 0-2 only)."""
-    model = {"model_name_or_path": str(fitted["tmp"] / "export"), "freeze_backbone_epochs": 1}
-    config = image_config(tmp_path / "runs", model, labels=["0", "1", "2"])
-    config["trainer"]["max_epochs"] = 2
-    result = run_cli("fit", "--config", str(write_yaml(tmp_path / "ft.yaml", config)))
+def test_finetune_config_replaces_the_head_and_unfreezes_the_backbone(fitted: dict, tmp_path: Path) -> None:
+    """The shipped fine-tune config on an exported tiny ResNet: a new 3-class head (digits 0-2 only), head-only
+    first epoch, then the backbone joins the optimizer."""
+    result = run_cli(
+        "fit",
+        "--config", str(REPO / "configs" / "vision" / "finetune_mnist.yaml"),
+        "--model.init_args.model_name_or_path", str(fitted["tmp"] / "export"),
+        "--model.init_args.freeze_backbone_epochs", "1",
+        "--data.init_args.labels", '["0", "1", "2"]',
+        "--data.init_args.max_samples", "{train: 64, val: 32, test: 32}",
+        "--trainer.max_epochs", "2",
+        "--trainer.log_every_n_steps", "1",
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
+        "--trainer.enable_progress_bar", "false",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    scalars = set(load_events(tmp_path / "runs" / "vision" / "version_0").Tags()["scalars"])
-    assert {"val/acc", "lr-AdamW/decay", "lr-AdamW/backbone_decay"} <= scalars  # backbone joined in epoch 1
-    saved = yaml.safe_load((tmp_path / "runs" / "vision" / "version_0" / "config.yaml").read_text())
+    run_dir = tmp_path / "runs" / "finetune-mnist" / "version_0"
+    scalars = set(load_events(run_dir).Tags()["scalars"])
+    assert {"train/loss", "val/acc", "test/acc", "lr-AdamW/decay", "lr-AdamW/backbone_decay"} <= scalars
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert "image_processor" not in saved["data"]["init_args"]  # linked, never stated twice
     assert not {"num_channels", "num_labels"} & set(saved["model"]["init_args"])
+    best = torch.load(next((run_dir / "checkpoints").glob("epoch*.ckpt")), weights_only=False)
+    assert best["state_dict"]["model.classifier.1.weight"].shape[0] == 3
 
 
 def test_bad_image_file_stops_before_training(tmp_path: Path) -> None:
@@ -237,6 +249,7 @@ def test_pretrain_config_runs_with_tiny_overrides_and_exports(tmp_path: Path) ->
         "--model.init_args.resnet", json.dumps(TINY_RESNET),
         "--data.init_args.max_samples", "{train: 64, val: 32, test: 32}",
         "--trainer.max_steps", "2",
+        "--trainer.log_every_n_steps", "1",
         "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
         "--trainer.enable_progress_bar", "false",
         "--export_pretrained", str(tmp_path / "export"),
@@ -244,19 +257,4 @@ def test_pretrain_config_runs_with_tiny_overrides_and_exports(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "export" / "config.json").read_text())["id2label"]["9"] == "Ankle boot"
     scalars = set(load_events(tmp_path / "runs" / "pretrain-fashion-mnist" / "version_0").Tags()["scalars"])
-    assert {"train/loss", "val/acc", "test/acc"} <= scalars
-
-
-def test_finetune_config_runs_with_tiny_overrides(fitted: dict, tmp_path: Path) -> None:
-    result = run_cli(
-        "fit",
-        "--config", str(REPO / "configs" / "vision" / "finetune_mnist.yaml"),
-        "--model.init_args.model_name_or_path", str(fitted["tmp"] / "export"),
-        "--data.init_args.max_samples", "{train: 64, val: 32, test: 32}",
-        "--trainer.max_steps", "2",
-        "--trainer.logger.init_args.save_dir", str(tmp_path / "runs"),
-        "--trainer.enable_progress_bar", "false",
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    scalars = set(load_events(tmp_path / "runs" / "finetune-mnist" / "version_0").Tags()["scalars"])
     assert {"train/loss", "val/acc", "test/acc"} <= scalars
