@@ -1,7 +1,9 @@
 """``python -m app.cli fit|validate|test|predict --config X.yaml``: LightningCLI with our defaults.
 
-The CLI links what the data knows to the model (number and names of labels) and what the model knows to
-the data (its tokenizer), so a config states each fact once. It installs our tensorboardX logger, a
+The CLI links what the data knows to the model (number and names of labels, image channels) and what the
+model knows to the data (its tokenizer or image processor), so a config states each fact once. A link whose
+source or target the chosen classes lack (a text datamodule has no ``image_processor``) is skipped by
+jsonargparse, so both model families share one CLI. It installs our tensorboardX logger, a
 checkpoint on ``val/acc``, an LR monitor, a rich progress bar and a prediction writer by default.
 """
 
@@ -12,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -36,7 +39,9 @@ class FinetuneCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_labels", "model.init_args.num_labels", apply_on="instantiate")
         parser.link_arguments("data.label_names", "model.init_args.label_names", apply_on="instantiate")
+        parser.link_arguments("data.num_channels", "model.init_args.num_channels", apply_on="instantiate")
         parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.tokenizer")
+        parser.link_arguments("model.init_args.model_name_or_path", "data.init_args.image_processor")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -58,6 +63,17 @@ class FinetuneCLI(LightningCLI):
             default=False,
             help="After fit, test the best checkpoint in the same run (test/* metrics join the HPARAMS table).",
         )
+        parser.add_argument(
+            "--export_pretrained",
+            type=str | None,
+            default=None,
+            help="After fit, write the best checkpoint's network as a Hugging Face folder (save_pretrained) here, "
+            "loadable as another config's model.init_args.model_name_or_path.",
+        )
+
+    def before_fit(self) -> None:
+        if self.config[self.subcommand].get("export_pretrained") and not hasattr(self.model, "export_pretrained"):
+            raise TbxFinetuneError(f"--export_pretrained: {type(self.model).__name__} has no export; drop the option")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Load ``--ckpt_path`` safely right after parsing: LightningCLI reads its hyperparameters next."""
@@ -103,6 +119,19 @@ class FinetuneCLI(LightningCLI):
         if self.config[self.subcommand].get("test_after_fit"):
             best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+        folder = self.config[self.subcommand].get("export_pretrained")
+        if folder:
+            self._export(folder)
+
+    def _export(self, folder: str) -> None:
+        """Load the best checkpoint's weights (else keep the last) and ``save_pretrained`` them."""
+        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+        if best:
+            state = torch.load(best, map_location=self.model.device, weights_only=False)["state_dict"]
+            self.model.load_state_dict(state)
+        if self.trainer.is_global_zero:
+            self.model.export_pretrained(folder, image_size=self.datamodule.image_size)
+            print(f"exported {best or 'the last weights'} to {folder}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the rich progress bar unless the config turned progress bars off."""

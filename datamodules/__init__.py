@@ -1,5 +1,6 @@
 """LightningDataModules over the ``datasets`` library."""
 
 from datamodules.text import TextDataModule
+from datamodules.vision import ImageDataModule
 
-__all__ = ["TextDataModule"]
+__all__ = ["ImageDataModule", "TextDataModule"]

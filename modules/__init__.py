@@ -2,5 +2,6 @@
 
 from modules.classifier import ClassificationModule
 from modules.text import TextClassifier
+from modules.vision import ImageClassifier
 
-__all__ = ["ClassificationModule", "TextClassifier"]
+__all__ = ["ClassificationModule", "ImageClassifier", "TextClassifier"]

@@ -1,0 +1,189 @@
+"""Image classification over ``AutoModelForImageClassification`` (ResNet): pretrained, or from scratch.
+
+Batches arrive as ``uint8`` images; ``on_after_batch_transfer`` scales, augments (training only) and
+normalises them on the batch's device (``modules/augment.py``). ``export_pretrained`` writes the trained
+network as a Hugging Face folder (``config.json``, weights, ``preprocessor_config.json``) that this class,
+or any transformers code, loads again with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from transformers import AutoConfig, AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification
+from transformers.image_processing_base import ImageProcessingMixin
+
+from app.assets import PACKAGE_SCHEME, load_pretrained, resolve_path
+from app.errors import TbxFinetuneError
+from modules.augment import Augmentation, Preprocess, image_grid
+from modules.classifier import ClassificationModule
+from modules.finetuning import StagedUnfreeze
+
+# Preprocessing lives in the model on purpose (normalisation is the checkpoint's); Lightning warns whenever a
+# module overrides this hook and a datamodule is passed, even though it then uses the module's, as we want.
+warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
+
+SAMPLE_TAG = "train/augmented_inputs"
+"""The IMAGES tab tag of the one grid of augmented training inputs logged per fit."""
+
+
+@dataclass
+class ResNetSpec:
+    """A ResNet built from scratch (``transformers.ResNetConfig``); defaults give a small 3-stage net.
+
+    Args:
+        depths: Residual blocks per stage.
+        hidden_sizes: Channels per stage (each stage after the first halves the resolution).
+        embedding_size: Channels of the stem convolution.
+        layer_type: ``basic`` (two 3x3 convs, ResNet-18/34) or ``bottleneck`` (ResNet-50+).
+        downsample_in_first_stage: Stride 2 in the first stage (ImageNet style); off keeps small images large.
+    """
+
+    depths: list[int] = field(default_factory=lambda: [1, 1, 1])
+    hidden_sizes: list[int] = field(default_factory=lambda: [32, 64, 128])
+    embedding_size: int = 32
+    layer_type: str = "basic"
+    downsample_in_first_stage: bool = False
+
+
+class ImageClassifier(ClassificationModule):
+    """A ResNet with a classification head sized for the dataset's labels.
+
+    Args:
+        model_name_or_path: Hub name (``microsoft/resnet-50``) or a ``save_pretrained`` folder; ``None``
+            builds ``resnet`` from scratch.
+        pretrained: ``False`` keeps the architecture of ``model_name_or_path`` but starts from random
+            weights (the honest baseline for a fine-tuning comparison).
+        resnet: Architecture for training from scratch (used when ``model_name_or_path`` is ``None``).
+        num_channels: Image channels, linked from the data; a pretrained model's own count wins, and
+            batches are converted to it on the device.
+        image_mean: Per-channel mean for normalisation; ``None``: the checkpoint's image processor, else 0.5.
+        image_std: Per-channel standard deviation; ``None``: the checkpoint's image processor, else 0.5.
+        augmentation: Train-time augmentation on the device; ``None`` (default): none.
+        freeze_backbone_epochs: Train only the new head for this many epochs, then unfreeze the backbone.
+        backbone_lr_factor: The unfrozen backbone's learning rate as a fraction of ``learning_rate``.
+        log_samples: Log one grid of augmented training inputs (TensorBoard IMAGES tab) per fit.
+        trust_remote_code: Allow the checkpoint's own Python code to run; off unless the config says so.
+        **kwargs: See ``ClassificationModule``.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | None = None,
+        num_labels: int = 2,
+        label_names: list[str] | None = None,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        pretrained: bool = True,
+        resnet: ResNetSpec | None = None,
+        num_channels: int = 3,
+        image_mean: list[float] | None = None,
+        image_std: list[float] | None = None,
+        augmentation: Augmentation | None = None,
+        freeze_backbone_epochs: int = 0,
+        backbone_lr_factor: float = 0.1,
+        log_samples: bool = True,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__(num_labels, label_names, learning_rate, weight_decay, warmup_ratio)
+        self.save_hyperparameters(logger=False)
+        heads = {
+            "num_labels": num_labels,
+            "id2label": dict(enumerate(self.label_names)),
+            "label2id": {name: i for i, name in enumerate(self.label_names)},
+        }
+        processor: dict = {}
+        if model_name_or_path is None:
+            spec = resnet or ResNetSpec()
+            config = ResNetConfig(num_channels=num_channels, **vars(spec), **heads)
+            self.model = ResNetForImageClassification(config)
+        else:
+            path = resolve_path(model_name_or_path) if model_name_or_path.startswith(PACKAGE_SCHEME) else None
+            name = path or model_name_or_path
+            key = "model.model_name_or_path"
+            common = {"trust_remote_code": trust_remote_code}
+            if pretrained:
+                self.model = load_pretrained(
+                    AutoModelForImageClassification.from_pretrained,
+                    name,
+                    key=key,
+                    ignore_mismatched_sizes=True,
+                    **heads,
+                    **common,
+                )
+            else:
+                config = load_pretrained(AutoConfig.from_pretrained, name, key=key, **heads, **common)
+                self.model = AutoModelForImageClassification.from_config(config, **common)
+            processor = _processor_config(name)
+        self.model.train()  # from_pretrained returns eval mode: BatchNorm would not learn the new data
+        channels = self.model.config.num_channels
+        self.preprocess = Preprocess(
+            image_mean or processor.get("image_mean") or [0.5],
+            image_std or processor.get("image_std") or [0.5],
+            channels,
+            augmentation,
+        )
+        self._samples_logged = not log_samples
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """Everything but the classification head (what ``freeze_backbone_epochs`` freezes)."""
+        return self.model.base_model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(pixel_values=batch["pixel_values"]).logits
+
+    def on_after_batch_transfer(self, batch: dict[str, torch.Tensor], dataloader_idx: int) -> dict:
+        """Preprocess on the device; ``self.training`` is False in validation, test and predict."""
+        pp = self.preprocess
+        images = pp.augment(pp.to_unit(batch["pixel_values"]))
+        if self.training and not self._samples_logged:
+            self._log_samples(images)
+        return {**batch, "pixel_values": pp.normalize(images)}
+
+    def _log_samples(self, images: torch.Tensor) -> None:
+        self._samples_logged = True
+        logger = self.logger if self._trainer is not None else None
+        if logger is not None and hasattr(logger, "log_image"):
+            logger.log_image(SAMPLE_TAG, image_grid(images[:32].detach().cpu()), step=self.global_step)
+
+    def configure_callbacks(self) -> list[Callback]:
+        if self.hparams.freeze_backbone_epochs <= 0:
+            return []
+        return [StagedUnfreeze(self.hparams.freeze_backbone_epochs, self.hparams.backbone_lr_factor)]
+
+    def export_pretrained(self, folder: str, image_size: int) -> None:
+        """Write a Hugging Face model folder: weights + config (with label names) + preprocessor config."""
+        os.makedirs(folder, exist_ok=True)
+        self.model.save_pretrained(folder)
+        processor = {
+            "image_processor_type": "ConvNextImageProcessor",  # what transformers uses for ResNet checkpoints
+            "do_resize": True,
+            "size": {"shortest_edge": image_size},
+            "crop_pct": 1.0,
+            "resample": 2,
+            "do_rescale": True,
+            "rescale_factor": 1 / 255,
+            "do_normalize": True,
+            "image_mean": self.preprocess.mean.flatten().tolist(),
+            "image_std": self.preprocess.std.flatten().tolist(),
+        }
+        with open(os.path.join(folder, "preprocessor_config.json"), "w", encoding="utf-8") as f:
+            json.dump(processor, f, indent=2)
+
+
+def _processor_config(name: str) -> dict:
+    """The checkpoint's ``preprocessor_config.json`` (mean/std), or ``{}`` when it has none."""
+    try:
+        return ImageProcessingMixin.get_image_processor_dict(name)[0]
+    except OSError:
+        return {}
+    except Exception as err:  # a malformed file
+        message = f"model.model_name_or_path={name!r}: unreadable preprocessor_config.json ({err})"
+        raise TbxFinetuneError(message) from err
