@@ -154,3 +154,23 @@ def test_visuals_are_synced_across_ddp_ranks(tmp_path: Path, tiny_bert: Path, se
     assert events.Histograms("val/logits/pos")[-1].histogram_value.num == padded
     tp, fp, tn, fn, *_ = tensor_util.make_ndarray(events.Tensors("val/pr/pos")[-1].tensor_proto)
     np.testing.assert_allclose(tp + fp + tn + fn, padded)
+
+
+def test_image_model_gets_the_same_record_with_an_image_grid(tmp_path: Path) -> None:
+    """A tiny ResNet on real MNIST digits with configs/visuals.yaml: misclassified digits become one grid."""
+    from test_vision import TINY_RESNET, image_config
+
+    config = write_yaml(tmp_path / "fit.yaml", image_config(tmp_path / "runs", {"resnet": TINY_RESNET}))
+    result = run_cli("fit", "--config", str(config), "--config", str(REPO / "configs" / "visuals.yaml"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / "runs" / "vision" / "version_0"
+    events = load_events(run_dir)
+    val_steps = [e.step for e in events.Scalars("val/acc")]
+    assert {"val/confusion_matrix", "val/misclassified"} <= set(events.Tags()["images"])
+    assert [i.step for i in events.Images("val/misclassified")] == val_steps
+    assert events.Images("val/misclassified")[0].width > 200  # a titled grid, not one digit
+    assert {f"val/pr/{digit}" for digit in "0123456789"} <= set(events.Tags()["tensors"])
+    config = text_format.Parse((run_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
+    vectors = np.loadtxt(run_dir / config.embeddings[0].tensor_path, delimiter="\t", ndmin=2)
+    assert vectors.shape[0] == 32  # the validation split (max_samples val: 32), the head's pooled input
+    assert events.Graph().node
