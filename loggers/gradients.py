@@ -82,6 +82,7 @@ class GradNormMonitor(Callback):
             explode_factor=explode_factor, vanish_threshold=vanish_threshold, dead_patience=dead_patience
         )
         self.alerts_fired = 0
+        self._groups: tuple | None = None
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
         step = trainer.global_step
@@ -101,14 +102,12 @@ class GradNormMonitor(Callback):
         self._log_step(trainer, named, step)
 
     def _log_step(self, trainer: Trainer, named: list[tuple[str, torch.nn.Parameter]], step: int) -> None:
-        layers = [layer_of(n, self.group_depth) for n, _ in named]
-        layer_names = list(dict.fromkeys(layers))
         grads = [p.grad for _, p in named]
         device = grads[0].device
+        layers, layer_names, layer_ids = self._grouping(tuple(n for n, _ in named), device)
 
         norms = torch.stack(torch._foreach_norm(grads, self.norm_type)).float()
         finite = torch.isfinite(norms)
-        layer_ids = torch.tensor([layer_names.index(layer) for layer in layers], device=device)
         if math.isinf(self.norm_type):
             per_layer = torch.zeros(len(layer_names), device=device).index_reduce_(
                 0, layer_ids, norms, "amax", include_self=False
@@ -142,6 +141,16 @@ class GradNormMonitor(Callback):
         }
         alerts = self.health.check(total_norm, nonfinite, layer_norms)
         self._write(trainer, step, total_norm, nonfinite, layer_norms, histograms, alerts)
+
+    def _grouping(self, names: tuple[str, ...], device: torch.device) -> tuple[list[str], list[str], torch.Tensor]:
+        """Each parameter's layer, the layers in order, and a layer-index tensor; cached while the set of
+        parameters with gradients stays the same (it changes only when layers are frozen or unfrozen)."""
+        if self._groups is None or self._groups[0] != (names, device):
+            layers = [layer_of(n, self.group_depth) for n in names]
+            layer_names = list(dict.fromkeys(layers))
+            ids = torch.tensor([layer_names.index(layer) for layer in layers], device=device)
+            self._groups = ((names, device), (layers, layer_names, ids))
+        return self._groups[1]
 
     def _write(self, trainer, step, total_norm, nonfinite, layer_norms, histograms, alerts) -> None:
         scalars = {"grad_norm/total": total_norm, "grad_norm/nonfinite": float(nonfinite)}

@@ -16,12 +16,14 @@ A step's time is the wall time between the starts of consecutive training steps,
 steps counts (the monitor runs in ``on_before_optimizer_step``); the first ``--warmup`` steps are dropped.
 Variants alternate within each round so that a noisy machine slows all alike. The headline is the ratio of
 the **mean** step time to (a)'s (a median would hide work done every 50 steps), as the median over rounds of
-the per-round ratios; the per-round spread is printed too.
+the per-round ratios; the per-round spread is printed too. Because two fits differ by a few percent even
+when nothing differs, the time spent inside each monitor's hook (writes included) is also measured directly
+and printed as ``hook/step`` = 1 + in-hook time / (a)'s step time.
 
 The model is a locally built BERT (``--size``: ``small`` = 4 layers, hidden 256, the default; ``tiny`` = 2
 layers, hidden 32, a worst case where the step itself costs almost nothing), with sentences of ~64 tokens.
 
-    python scripts/bench_logging.py                      # about 5 minutes on 2 CPU cores
+    python scripts/bench_logging.py                      # about 14 minutes on 2 CPU cores
     python scripts/bench_logging.py --size tiny --steps 200 --rounds 5
     python scripts/bench_logging.py --accelerator gpu    # on a GPU machine
 """
@@ -71,6 +73,21 @@ class StepStarts(Callback):
         self.times.append(time.perf_counter())
 
 
+def time_hook(callback: Callback, spent: list[float]) -> Callback:
+    """Record the seconds ``callback.on_before_optimizer_step`` takes at each optimizer step into ``spent``."""
+    hook = callback.on_before_optimizer_step
+
+    def timed(trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
+        start = time.perf_counter()
+        hook(trainer, pl_module, optimizer)
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize()
+        spent.append(time.perf_counter() - start)
+
+    callback.on_before_optimizer_step = timed
+    return callback
+
+
 class NaiveGradientLogging(Callback):
     """What users write today: ``grad_norm`` + ``log_dict``, and ``add_histogram`` per parameter's gradient."""
 
@@ -116,8 +133,11 @@ def write_corpus(path: Path, rows: int) -> Path:
     return path
 
 
-def run_variant(variant: str, model_dir: Path, data_file: Path, args: argparse.Namespace, work: Path) -> list[float]:
-    """One fit of ``args.warmup + args.steps + 1`` steps; returns the timed step durations in seconds."""
+def run_variant(
+    variant: str, model_dir: Path, data_file: Path, args: argparse.Namespace, work: Path
+) -> tuple[list[float], list[float]]:
+    """One fit of ``args.warmup + args.steps + 1`` steps; returns the timed step durations and the seconds spent
+    in the monitor's hook at each of those steps (empty for ``none``)."""
     from lightning.pytorch import seed_everything
     from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -129,21 +149,19 @@ def run_variant(variant: str, model_dir: Path, data_file: Path, args: argparse.N
     seed_everything(SEED, verbose=False)
     timer = StepStarts()
     callbacks: list[Callback] = [timer]
+    in_hook: list[float] = []
     logger: Any = False
     kind, _, every = variant.partition("@")
     if kind == "ours":
         logger = TensorBoardXLogger(save_dir=str(work / "runs"), name=variant)
         histograms = every.endswith("+h")
-        callbacks.append(
-            GradNormMonitor(
-                every_n_steps=int(every.removesuffix("+h")),
-                gradient_histograms=histograms,
-                weight_histograms=histograms,
-            )
+        monitor = GradNormMonitor(
+            every_n_steps=int(every.removesuffix("+h")), gradient_histograms=histograms, weight_histograms=histograms
         )
+        callbacks.append(time_hook(monitor, in_hook))
     elif kind == "naive":
         logger = TensorBoardLogger(save_dir=str(work / "runs"), name=variant)
-        callbacks.append(NaiveGradientLogging(every_n_steps=int(every)))
+        callbacks.append(time_hook(NaiveGradientLogging(every_n_steps=int(every)), in_hook))
     data = TextDataModule(
         data_files=str(data_file), text_column="sentence", label_column="sentiment", tokenizer=str(model_dir),
         max_length=64, batch_size=args.batch_size, val_fraction=0.01, test_fraction=0.01, seed=SEED,
@@ -156,7 +174,8 @@ def run_variant(variant: str, model_dir: Path, data_file: Path, args: argparse.N
     )  # fmt: skip
     trainer.fit(model, datamodule=data)
     starts = timer.times
-    return [b - a for a, b in zip(starts, starts[1:], strict=False)][args.warmup :]
+    steps = [b - a for a, b in zip(starts, starts[1:], strict=False)][args.warmup :]
+    return steps, in_hook[args.warmup : args.warmup + len(steps)]
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -198,12 +217,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         run_variant("none", model_dir, data_file, args, work)
         means: dict[str, list[float]] = {v: [] for v in args.variants}
         medians: dict[str, list[float]] = {v: [] for v in args.variants}
+        hook_means: dict[str, list[float]] = {v: [] for v in args.variants}
         for round_index in range(args.rounds):
             order = args.variants if round_index % 2 == 0 else list(reversed(args.variants))
             for variant in order:
                 if args.accelerator == "cpu":
                     torch.set_num_threads(args.threads)
-                durations = run_variant(variant, model_dir, data_file, args, work)
+                durations, in_hook = run_variant(variant, model_dir, data_file, args, work)
+                hook_means[variant].append(statistics.fmean(in_hook) if in_hook else 0.0)
                 means[variant].append(statistics.fmean(durations))
                 medians[variant].append(statistics.median(durations))
             print(f"--- round {round_index + 1}/{args.rounds} done", flush=True)
@@ -217,14 +238,24 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{args.steps} timed steps per fit after {args.warmup} warm-up, {args.rounds} rounds, variants alternate"
         )
         base = means["none"]
-        print(f"{'variant':>10}  {'mean ms':>9}  {'median ms':>9}  {'ratio (mean)':>12}  {'per-round ratios':<}")
+        baseline = statistics.median(base)
+        print(
+            f"{'variant':>10}  {'mean ms':>9}  {'median ms':>9}  {'ratio (mean)':>12}  {'in hook ms':>10}  "
+            f"{'hook/step':>9}  per-round ratios"
+        )
         for variant in args.variants:
             ratios = [m / b for m, b in zip(means[variant], base, strict=True)]
+            hook = statistics.median(hook_means[variant])
             print(
                 f"{variant:>10}  {statistics.median(means[variant]) * 1e3:9.2f}  "
                 f"{statistics.median(medians[variant]) * 1e3:9.2f}  {statistics.median(ratios):12.3f}  "
-                + " ".join(f"{r:.3f}" for r in ratios)
+                f"{hook * 1e3:10.2f}  {1 + hook / baseline:9.3f}  " + " ".join(f"{r:.3f}" for r in ratios)
             )
+        print(
+            "ratio (mean): mean step time over (a)'s, median over rounds (includes run-to-run noise of a few %);\n"
+            "in hook: mean time per step inside the monitor's on_before_optimizer_step, writes included;\n"
+            "hook/step: 1 + that over (a)'s step time, the added cost without the noise of comparing two runs"
+        )
 
 
 if __name__ == "__main__":
