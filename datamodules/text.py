@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 
 import datasets
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from app.assets import load_pretrained
 from app.errors import TbxFinetuneError
+from datamodules.base import ClassificationDataModule
 from datamodules.sources import load_splits
 from datamodules.splits import LABEL_COLUMN, prepare_splits
 
@@ -23,7 +23,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fast tokenizers + fo
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 
 
-class TextDataModule(LightningDataModule):
+class TextDataModule(ClassificationDataModule):
     """Tokenised text classification splits with dynamic padding.
 
     Args:
@@ -104,15 +104,6 @@ class TextDataModule(LightningDataModule):
                 )
 
     @property
-    def label_names(self) -> list[str]:
-        self._prepare()
-        return list(self._label_names)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    @property
     def predict_inputs(self) -> list[str]:
         """The raw texts ``predict`` runs on, in dataset order (the prediction writer prints them)."""
         self._prepare()
@@ -157,25 +148,8 @@ class TextDataModule(LightningDataModule):
                 self.tokenized[name] = self._tokenize(self._splits[source])
 
     # ------------------------------------------------------------------------------- dataloaders
-    def _loader(self, name: str, train: bool = False) -> DataLoader:
-        batch_size = self.hparams.batch_size if train else self.hparams.eval_batch_size or 2 * self.hparams.batch_size
-        return DataLoader(
-            self.tokenized[name],
-            batch_size=batch_size,
-            shuffle=train,
-            collate_fn=DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=8),
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
+    def _dataset(self, name: str) -> Dataset:
+        return self.tokenized[name]
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
+    def _collate(self) -> DataCollatorWithPadding:
+        return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=8)  # dynamic padding per batch

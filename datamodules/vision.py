@@ -14,12 +14,12 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader
+from torch.utils.data import Dataset
 
 from app.assets import PACKAGE_SCHEME, load_pretrained, resolve_path
 from app.errors import TbxFinetuneError
+from datamodules.base import ClassificationDataModule
 from datamodules.image_sources import ImageSource, check_images, load_image_source
 from datamodules.splits import LABEL_COLUMN, prepare_splits
 
@@ -49,7 +49,7 @@ class DecodeImages:
         return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-class ImageDataModule(LightningDataModule):
+class ImageDataModule(ClassificationDataModule):
     """Image classification splits from a hub dataset, an imagefolder, IDX files or pixel CSVs.
 
     Args:
@@ -146,15 +146,6 @@ class ImageDataModule(LightningDataModule):
             )
 
     @property
-    def label_names(self) -> list[str]:
-        self._prepare()
-        return list(self._label_names)
-
-    @property
-    def num_labels(self) -> int:
-        return len(self.label_names)
-
-    @property
     def predict_inputs(self) -> list[str]:
         """What the prediction writer prints per row: the image file when there is one, else its row number."""
         self._prepare()
@@ -214,26 +205,8 @@ class ImageDataModule(LightningDataModule):
     def setup(self, stage: str) -> None:
         self._prepare()
 
-    def _loader(self, name: str, train: bool = False) -> DataLoader:
-        hp = self.hparams
-        split = self._splits[hp.predict_split if name == "predict" else name]
+    def _dataset(self, name: str) -> Dataset:
+        """The split, decoded to uint8 tensors on access (in the loader's workers)."""
+        split = self._splits[self.hparams.predict_split if name == "predict" else name]
         decode = DecodeImages(self._source.image_column, self._source.shape, self.image_size, self.num_channels)
-        return DataLoader(
-            split.with_transform(decode, columns=[self._source.image_column, LABEL_COLUMN]),
-            batch_size=hp.batch_size if train else hp.eval_batch_size or 2 * hp.batch_size,
-            shuffle=train,
-            num_workers=hp.num_workers,
-            persistent_workers=hp.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict")
+        return split.with_transform(decode, columns=[self._source.image_column, LABEL_COLUMN])

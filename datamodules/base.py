@@ -1,0 +1,63 @@
+"""What every classification datamodule shares: label names for the model, and the four loaders.
+
+Subclasses load and validate their splits in ``_prepare`` (setting ``_splits`` and ``_label_names``) and say
+how a split becomes a dataset a loader can batch (``_dataset``) and, if needed, how to collate it
+(``_collate``). Batch sizes, shuffling and workers are then the same for text and images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+
+class ClassificationDataModule(LightningDataModule):
+    """Base of ``TextDataModule`` and ``ImageDataModule``; its ``hparams`` need ``batch_size``,
+    ``eval_batch_size``, ``num_workers`` and ``predict_split``."""
+
+    _label_names: list[str]
+
+    def _prepare(self) -> None:
+        raise NotImplementedError
+
+    def _dataset(self, name: str) -> Dataset:
+        """The dataset a loader batches for ``name`` (``train``, ``val``, ``test`` or ``predict``)."""
+        raise NotImplementedError
+
+    def _collate(self) -> Any:
+        """The loader's ``collate_fn`` (``None``: PyTorch's default)."""
+        return None
+
+    @property
+    def label_names(self) -> list[str]:
+        self._prepare()
+        return list(self._label_names)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def _loader(self, name: str, train: bool = False) -> DataLoader:
+        hp = self.hparams
+        return DataLoader(
+            self._dataset(name),
+            batch_size=hp.batch_size if train else hp.eval_batch_size or 2 * hp.batch_size,
+            shuffle=train,
+            collate_fn=self._collate(),
+            num_workers=hp.num_workers,
+            persistent_workers=hp.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict")
