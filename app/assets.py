@@ -32,14 +32,31 @@ def resolve_path(path: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / relative)
 
 
+def locate(name_or_path: str) -> str:
+    """A hub name or local path as given (hub names must stay relative), a ``pkg://`` path resolved."""
+    return resolve_path(name_or_path) if name_or_path.startswith(PACKAGE_SCHEME) else name_or_path
+
+
+def image_processor_config(name_or_path: str, key: str) -> dict:
+    """A checkpoint's ``preprocessor_config.json`` (sizes, mean/std) as a dict; ``{}`` when it has none."""
+    from transformers.image_processing_base import ImageProcessingMixin
+
+    name = locate(name_or_path)
+    try:
+        return ImageProcessingMixin.get_image_processor_dict(name)[0]
+    except OSError:  # no such file: sizes and statistics must come from the config instead
+        return {}
+    except Exception as err:  # a malformed file
+        raise TbxFinetuneError(f"{key}={name!r}: unreadable preprocessor_config.json ({err})") from err
+
+
 def load_pretrained(loader: Callable[..., Any], name_or_path: str, key: str, **kwargs: Any) -> Any:
     """Call ``loader(name_or_path, **kwargs)`` and turn "not found" failures into our error naming ``key``.
 
     transformers raises ``OSError`` (missing folder, unknown hub name, no network) or ``ValueError``
     (a folder without a recognisable config) with long messages; users need the config key to fix.
     """
-    if name_or_path.startswith(PACKAGE_SCHEME):
-        name_or_path = resolve_path(name_or_path)
+    name_or_path = locate(name_or_path)
     try:
         return loader(name_or_path, **kwargs)
     except (OSError, ValueError) as err:

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from app.assets import PACKAGE_SCHEME, load_pretrained, resolve_path
+from app.assets import image_processor_config, load_pretrained
 from app.errors import TbxFinetuneError
 from datamodules.base import ClassificationDataModule
 from datamodules.image_sources import ImageSource, check_images, load_image_source
@@ -160,17 +160,10 @@ class ImageDataModule(ClassificationDataModule):
         """The model's ``preprocessor_config.json`` (may be absent) and ``config.json``, read once."""
         if self._model_files is None:
             from transformers import AutoConfig
-            from transformers.image_processing_base import ImageProcessingMixin
 
-            name = self.hparams.image_processor
-            if name.startswith(PACKAGE_SCHEME):
-                name = resolve_path(name)
-            config = load_pretrained(AutoConfig.from_pretrained, name, key="data.image_processor")
-            try:
-                processor = ImageProcessingMixin.get_image_processor_dict(name)[0]
-            except OSError:  # a checkpoint without preprocessor_config.json: sizes must come from data.*
-                processor = {}
-            self._model_files = (processor, config)
+            name, key = self.hparams.image_processor, "data.image_processor"
+            config = load_pretrained(AutoConfig.from_pretrained, name, key=key)
+            self._model_files = (image_processor_config(name, key), config)
         return self._model_files
 
     @property

@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from lightning.pytorch.callbacks import Callback
 from transformers import AutoConfig, AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification
-from transformers.image_processing_base import ImageProcessingMixin
 
-from app.assets import PACKAGE_SCHEME, load_pretrained, resolve_path
-from app.errors import TbxFinetuneError
+from app.assets import image_processor_config, load_pretrained, locate
 from modules.augment import Augmentation, Preprocess, image_grid
 from modules.classifier import ClassificationModule
 from modules.finetuning import StagedUnfreeze
@@ -104,9 +102,7 @@ class ImageClassifier(ClassificationModule):
             config = ResNetConfig(num_channels=num_channels, **vars(spec), **heads)
             self.model = ResNetForImageClassification(config)
         else:
-            path = resolve_path(model_name_or_path) if model_name_or_path.startswith(PACKAGE_SCHEME) else None
-            name = path or model_name_or_path
-            key = "model.model_name_or_path"
+            name, key = locate(model_name_or_path), "model.model_name_or_path"
             common = {"trust_remote_code": trust_remote_code}
             if pretrained:
                 self.model = load_pretrained(
@@ -120,7 +116,7 @@ class ImageClassifier(ClassificationModule):
             else:
                 config = load_pretrained(AutoConfig.from_pretrained, name, key=key, **heads, **common)
                 self.model = AutoModelForImageClassification.from_config(config, **common)
-            processor = _processor_config(name)
+            processor = image_processor_config(name, key)
         self.model.train()  # from_pretrained returns eval mode: BatchNorm would not learn the new data
         channels = self.model.config.num_channels
         self.preprocess = Preprocess(
@@ -176,14 +172,3 @@ class ImageClassifier(ClassificationModule):
         }
         with open(os.path.join(folder, "preprocessor_config.json"), "w", encoding="utf-8") as f:
             json.dump(processor, f, indent=2)
-
-
-def _processor_config(name: str) -> dict:
-    """The checkpoint's ``preprocessor_config.json`` (mean/std), or ``{}`` when it has none."""
-    try:
-        return ImageProcessingMixin.get_image_processor_dict(name)[0]
-    except OSError:
-        return {}
-    except Exception as err:  # a malformed file
-        message = f"model.model_name_or_path={name!r}: unreadable preprocessor_config.json ({err})"
-        raise TbxFinetuneError(message) from err
