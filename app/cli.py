@@ -12,21 +12,19 @@ from __future__ import annotations
 import errno
 import os
 import sys
+import warnings
 from typing import Any
 
-import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from app import checkpoints
-from app.errors import TbxFinetuneError
-from app.guards import NonFiniteLossGuard
-from app.interrupts import InterruptCheckpoint
-from app.predictions import PredictionWriter
+from app.lifecycle import CheckpointRequest, InterruptCheckpoint, PredictionWriter, best_weights
+from common.errors import TbxFinetuneError
 from loggers.gradients import GradNormMonitor
+from loggers.health import NonFiniteGuard
 from loggers.run_config import RunConfigCallback
-from loggers.tensorboardx import TensorBoardXLogger
 from loggers.visuals import ValidationVisuals
 from modules.classifier import ClassificationModule
 
@@ -57,6 +55,7 @@ class FinetuneCLI(LightningCLI):
         # compose (`--config quickstart.yaml --config visuals.yaml`) instead of replacing trainer.callbacks
         parser.add_lightning_class_args(GradNormMonitor, "grad_norms")
         parser.add_lightning_class_args(ValidationVisuals, "visuals")
+        parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
         parser.add_argument(
             "--test_after_fit",
             type=bool,
@@ -78,42 +77,19 @@ class FinetuneCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Load ``--ckpt_path`` safely right after parsing: LightningCLI reads its hyperparameters next."""
         super().parse_arguments(parser, args)
-        self._checkpoint, self._resume = None, None
+        self._ckpt = CheckpointRequest()
         subcommand = self.config.get("subcommand")
-        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if ckpt_path and ckpt_path not in checkpoints.LIGHTNING_ALIASES:
-            self._checkpoint = checkpoints.load_checkpoint(ckpt_path)
+        if subcommand:
+            self._ckpt.parse(self.config[subcommand])
 
     def before_instantiate_classes(self) -> None:
-        """Checkpoints: loaded safely, ``fit --ckpt_path last|<run's ckpt>`` continues that run's folder."""
-        config = self.config[self.subcommand]
-        if "weights_only" in config and config["weights_only"] is None:
-            config["weights_only"] = True  # Lightning leaves it to torch.load's default; say it
-        root = _logger_root(config)
-        if self.subcommand == "fit" and config.get("ckpt_path") == checkpoints.LAST:
-            found = checkpoints.find_last_checkpoint(root) if root else None
-            if found is None:
-                print(f"tbx-finetune: --ckpt_path last: no {root}/*/checkpoints/last.ckpt, starting a new run")
-            config["ckpt_path"] = str(found) if found else None
-        ckpt_path = config.get("ckpt_path")
-        if not ckpt_path or ckpt_path in checkpoints.LIGHTNING_ALIASES:
-            return
-        if self._checkpoint is None:
-            self._checkpoint = checkpoints.load_checkpoint(ckpt_path)
-        folder = checkpoints.run_folder_of(ckpt_path, root) if self.subcommand == "fit" and root else None
-        if folder:
-            self._resume = (folder, checkpoints.restored_step(self._checkpoint))
+        """``fit --ckpt_path last|<run's ckpt>`` continues that run's folder (``app.lifecycle``)."""
+        if self._ckpt.resolve(self.subcommand, self.config[self.subcommand]):
             self.save_config_kwargs["overwrite"] = True  # the run's config.yaml, now with the ckpt_path resumed
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
-        if self._checkpoint is not None:
-            checkpoints.check_fits_model(self._checkpoint, self.model, self.config[self.subcommand]["ckpt_path"])
-            self._checkpoint = None  # Lightning loads it again when the run starts
-        if self._resume:
-            for logger in self.trainer.loggers:
-                if isinstance(logger, TensorBoardXLogger):
-                    logger.continue_run(*self._resume)
+        self._ckpt.apply(self.model, self.trainer, self.config[self.subcommand].get("ckpt_path"))
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
@@ -125,13 +101,12 @@ class FinetuneCLI(LightningCLI):
 
     def _export(self, folder: str) -> None:
         """Load the best checkpoint's weights (else keep the last) and ``save_pretrained`` them."""
-        best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
-        if best:
-            state = torch.load(best, map_location=self.model.device, weights_only=False)["state_dict"]
+        best, state = best_weights(self.trainer)
+        if state is not None:
             self.model.load_state_dict(state)
         if self.trainer.is_global_zero:
             self.model.export_pretrained(folder, image_size=self.datamodule.image_size)
-            print(f"exported {best or 'the last weights'} to {folder}")
+        rank_zero_info(f"exported {best or 'the last weights'} to {folder}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the rich progress bar unless the config turned progress bars off."""
@@ -143,6 +118,7 @@ class FinetuneCLI(LightningCLI):
 
 def main(args: list[str] | None = None) -> None:
     """Entry point; our input errors are printed as one line, without a traceback, exit code 2."""
+    _quiet_known_noise()
     try:
         FinetuneCLI(
             model_class=ClassificationModule,
@@ -155,7 +131,6 @@ def main(args: list[str] | None = None) -> None:
                 "callbacks": [
                     LearningRateMonitor(logging_interval="step"),
                     InterruptCheckpoint(),
-                    NonFiniteLossGuard(),
                 ],
             },
             parser_kwargs={"allow_abbrev": False},  # `--trainer.max_epoch` must be an error, not max_epochs
@@ -169,16 +144,12 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(2)
 
 
-def _logger_root(config: Any) -> str | None:
-    """``save_dir/name`` of the run's TensorBoardXLogger (where ``version_*`` folders are), if it uses ours."""
-    logger = (config.get("trainer") or {}).get("logger")
-    if not logger or not isinstance(logger.get("class_path"), str):
-        return None
-    module, _, name = logger["class_path"].rpartition(".")
-    if name != TensorBoardXLogger.__name__ or module not in ("loggers", "loggers.tensorboardx"):
-        return None
-    init_args = logger.get("init_args") or {}
-    return os.path.join(str(init_args.get("save_dir", "runs")), str(init_args.get("name", "default")))
+def _quiet_known_noise() -> None:
+    """Process-wide settings of the application, made by its entry point (never on import of a package)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fast tokenizers warn in forked loader workers
+    # Image preprocessing lives in the model on purpose (normalisation is the checkpoint's); Lightning warns
+    # whenever a module overrides this hook and a datamodule is passed, though it then uses the module's.
+    warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 
 _FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}

@@ -12,6 +12,9 @@ from typing import Any
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+"""The loaders each Lightning stage needs (``predict`` reads the split named by ``predict_split``)."""
+
 
 class ClassificationDataModule(LightningDataModule):
     """Base of ``TextDataModule`` and ``ImageDataModule``; its ``hparams`` need ``batch_size``,

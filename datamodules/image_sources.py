@@ -29,8 +29,8 @@ import numpy as np
 import pyarrow as pa
 from PIL import Image
 
-from app.assets import resolve_path
-from app.errors import TbxFinetuneError
+from common.assets import resolve_path
+from common.errors import TbxFinetuneError
 from datamodules.sources import load_splits
 
 PIXELS = "pixels"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import datasets
 
-from app.assets import resolve_path
-from app.errors import TbxFinetuneError
+from common.assets import resolve_path
+from common.errors import TbxFinetuneError
 
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _COMPRESSION = {".bz2", ".gz", ".xz", ".zst", ".zip"}

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import datasets
 
-from app.errors import TbxFinetuneError
+from common.errors import TbxFinetuneError
 from datamodules.sources import VALIDATION_SPLIT_NAMES, find_split
 
 LABEL_COLUMN = "labels"

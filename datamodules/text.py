@@ -6,21 +6,15 @@ the Trainer exists), so a wrong column or label fails in seconds, not after the 
 
 from __future__ import annotations
 
-import os
-
 import datasets
 from torch.utils.data import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
-from app.assets import load_pretrained
-from app.errors import TbxFinetuneError
-from datamodules.base import ClassificationDataModule
+from common.assets import load_pretrained
+from common.errors import TbxFinetuneError
+from datamodules.base import STAGE_SPLITS, ClassificationDataModule
 from datamodules.sources import load_splits
 from datamodules.splits import LABEL_COLUMN, prepare_splits
-
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fast tokenizers + forked loader workers deadlock
-
-STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 
 
 class TextDataModule(ClassificationDataModule):

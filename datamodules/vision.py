@@ -17,13 +17,11 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from app.assets import image_processor_config, load_pretrained
-from app.errors import TbxFinetuneError
+from common.assets import image_processor_config, load_pretrained
+from common.errors import TbxFinetuneError
 from datamodules.base import ClassificationDataModule
 from datamodules.image_sources import ImageSource, check_images, load_image_source
 from datamodules.splits import LABEL_COLUMN, prepare_splits
-
-STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 
 
 class DecodeImages:

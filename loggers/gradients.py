@@ -3,8 +3,8 @@
 Computed in ``on_before_optimizer_step``: there gradients are already unscaled under AMP and all-reduced
 under DDP, and the hook runs once per optimizer step whatever the accumulation. Everything is reduced on the
 device (``torch._foreach_norm``, ``index_add_`` per layer, histogram summaries), stacked into one tensor
-and copied to the host once per log step. Only global rank 0 computes and writes, except the non-finite
-check that ``stop_on_nonfinite`` needs on every rank to stop them together.
+and copied to the host once per log step. Only global rank 0 computes and writes. Stopping on non-finite
+gradients is ``loggers.health.NonFiniteGuard``'s job (``--nonfinite.gradients true``).
 """
 
 from __future__ import annotations
@@ -52,8 +52,6 @@ class GradNormMonitor(Callback):
         gradient_histograms: Also write a histogram of gradient values per layer (``grad/<layer>``).
         weight_histograms: Also write a histogram of weight values per layer (``weight/<layer>``).
         explode_factor, vanish_threshold, dead_patience: Health-alert thresholds (see ``TrainingHealth``).
-        stop_on_nonfinite: Stop training when a gradient is NaN/inf, checked at every step (all ranks stop
-            together); the offending step is logged even between log steps, so its alert shows.
     """
 
     def __init__(
@@ -67,7 +65,6 @@ class GradNormMonitor(Callback):
         explode_factor: float = 10.0,
         vanish_threshold: float = 1e-8,
         dead_patience: int = 3,
-        stop_on_nonfinite: bool = False,
     ) -> None:
         if every_n_steps < 0:
             raise ValueError(f"GradNormMonitor.every_n_steps must be ≥ 0 (0: off), got {every_n_steps}")
@@ -77,7 +74,6 @@ class GradNormMonitor(Callback):
         self.bins = bins
         self.gradient_histograms = gradient_histograms
         self.weight_histograms = weight_histograms
-        self.stop_on_nonfinite = stop_on_nonfinite
         self.health = TrainingHealth(
             explode_factor=explode_factor, vanish_threshold=vanish_threshold, dead_patience=dead_patience
         )
@@ -86,20 +82,11 @@ class GradNormMonitor(Callback):
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
         step = trainer.global_step
-        log_step = self.every_n_steps > 0 and step % self.every_n_steps == 0
-        if not (log_step or self.stop_on_nonfinite):
+        if self.every_n_steps == 0 or step % self.every_n_steps or not trainer.is_global_zero:
             return
         named = [(n, p) for n, p in pl_module.named_parameters() if p.grad is not None]
-        if not named:
-            return
-        # stop_on_nonfinite checks every step on every rank (one host sync per step): all-reduced gradients
-        # are the same everywhere, so every rank stops at the same step without communicating
-        poisoned = self.stop_on_nonfinite and not _all_finite([p.grad for _, p in named])
-        if poisoned:
-            trainer.should_stop = True
-        if not (log_step or poisoned) or not trainer.is_global_zero:
-            return
-        self._log_step(trainer, named, step)
+        if named:
+            self._log_step(trainer, named, step)
 
     def _log_step(self, trainer: Trainer, named: list[tuple[str, torch.nn.Parameter]], step: int) -> None:
         grads = [p.grad for _, p in named]
@@ -166,7 +153,3 @@ class GradNormMonitor(Callback):
                     logger.log_histogram(tag, stats, step)
                 for alert in alerts:
                     logger.log_text(f"health/{alert.kind}", f"step {step}: {alert.message}", step)
-
-
-def _all_finite(grads: list[torch.Tensor]) -> bool:
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())

@@ -1,7 +1,16 @@
-"""Training-health rules over gradient statistics: non-finite, exploding, vanishing and dead layers.
+"""Training health, in one place: the alert rules over gradient statistics (non-finite, exploding, vanishing,
+dead layers) and the guard that stops a run whose loss or gradients are no longer numbers.
 
-Pure host-side logic on a few numbers per log step (the statistics are already on the host), so it is
-cheap and testable without a model. The gradient monitor calls it and routes alerts to the logger.
+``TrainingHealth`` is pure host-side logic on a few numbers per log step (the statistics are already on the
+host), cheap and testable without a model; the gradient monitor feeds it and routes its alerts to the record.
+
+``NonFiniteGuard`` reads the loss Lightning already returns to ``on_train_batch_end`` (one scalar check per
+step, agreed across ranks with ``strategy.reduce_boolean_decision``, the collective EarlyStopping uses) and,
+opt-in, the gradients in ``on_before_optimizer_step`` (unscaled under AMP, all-reduced under DDP, so every
+rank sees the same verdict without communicating). Lightning's own tools either cost every step a slow
+autograd check (``detect_anomaly``) or look at a metric only at validation end (``EarlyStopping``'s
+``check_finite``). The guard writes a ``health/nonfinite`` alert into the record, then raises our error
+through Lightning's exception path, so ``logger.finalize("failed")`` runs and what was written stays readable.
 """
 
 from __future__ import annotations
@@ -9,7 +18,16 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from common.errors import TbxFinetuneError
+from common.lightning_state import logging_step
+
+NONFINITE_TAG = "health/nonfinite"
 
 
 @dataclass(frozen=True)
@@ -71,3 +89,51 @@ class TrainingHealth:
             else:
                 self._vanishing_for.pop(layer, None)
         return alerts
+
+
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every value of every tensor is finite: one fused norm per tensor, one host sync."""
+    tensors = [t.detach() for t in tensors]
+    return not tensors or bool(torch.isfinite(torch.stack(torch._foreach_norm(tensors))).all())
+
+
+class NonFiniteGuard(Callback):
+    """Stop training with one clear error at the first NaN/inf training loss or (opt-in) gradient.
+
+    Args:
+        gradients: Also check every optimizer step's gradients (one fused norm over all of them per step).
+    """
+
+    def __init__(self, gradients: bool = False) -> None:
+        self.gradients = gradients
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if not isinstance(loss, torch.Tensor):
+            return
+        bad = not all_finite([loss])
+        if trainer.strategy.reduce_boolean_decision(bad, all=False):
+            shown = loss.item() if bad else "non-finite on another rank"
+            # the step Lightning gives this batch's train/loss
+            self._stop(trainer, f"train/loss became {shown}", logging_step(trainer), batch_idx)
+
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
+        if not self.gradients:
+            return
+        named = [(n, p.grad) for n, p in pl_module.named_parameters() if p.grad is not None]
+        if named and not all_finite([g for _, g in named]):
+            first = next(n for n, g in named if not all_finite([g]))
+            self._stop(trainer, f"gradient of {first} became non-finite", trainer.global_step, None)
+
+    def _stop(self, trainer: Trainer, what: str, step: int, batch_idx: int | None) -> None:
+        for logger in trainer.loggers:
+            log_text = getattr(logger, "log_text", None)
+            if log_text is not None:
+                log_text(NONFINITE_TAG, f"step {step}: {what}; training stopped", step)
+        where = f"epoch {trainer.current_epoch}" + (f", batch {batch_idx}" if batch_idx is not None else "")
+        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+        raise TbxFinetuneError(
+            f"{what} at step {step} ({where}); training stopped. Lower model.init_args.learning_rate, clip "
+            "gradients (--config configs/trainer/clip.yaml) or use 32-true precision; last checkpoint: "
+            f"{ckpt}"
+        )

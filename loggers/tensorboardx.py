@@ -28,6 +28,7 @@ from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndI
 from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboardX.summary import hparams as hparams_summaries
 
+from common.errors import TbxFinetuneError
 from loggers.histograms import HistogramStats
 
 DEFAULT_HPARAMS_METRICS = ("val/acc", "val/f1", "val/loss", "test/acc", "test/f1", "test/loss")
@@ -128,8 +129,6 @@ class TensorBoardXLogger(Logger):
                 except FileExistsError:
                     candidate += 1
         except OSError as err:  # not a folder, read-only, no permission, disk full
-            from app.errors import TbxFinetuneError
-
             raise TbxFinetuneError(
                 f"cannot create the run directory in {self.root_dir!r} ({err.strerror}: {err.filename}); "
                 "point trainer.logger.init_args.save_dir at a writable folder"

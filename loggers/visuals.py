@@ -19,6 +19,7 @@ from torch import nn
 from torchmetrics import CatMetric
 from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassPrecisionRecallCurve
 
+from common.lightning_state import logging_step
 from loggers.histograms import HistogramStats, histogram_summary
 from loggers.tensorboardx import TensorBoardXLogger
 
@@ -201,15 +202,6 @@ class ValidationVisuals(Callback):
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def logging_step(trainer: Trainer) -> int:
-    """The step Lightning gives the validation scalars (``val/acc``…), so pictures line up with them.
-
-    Lightning's logger connector uses the fit loop's count of batches that stepped the optimizer; it has no
-    public name, hence the private attribute (read only).
-    """
-    return int(trainer.fit_loop.epoch_loop._batches_that_stepped)
-
-
 def describe_inputs(trainer: Trainer, batch: dict[str, torch.Tensor], rows: list[int]) -> list[Any]:
     """What a human should see for some rows of a batch: the text (decoded) or the image (CHW float, 0..1)."""
     tokenizer = getattr(trainer.datamodule, "tokenizer", None)

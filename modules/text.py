@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from app.assets import load_pretrained
+from common.assets import load_pretrained
 from modules.classifier import ClassificationModule
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -10,21 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 from lightning.pytorch.callbacks import Callback
 from transformers import AutoConfig, AutoModelForImageClassification, ResNetConfig, ResNetForImageClassification
 
-from app.assets import image_processor_config, load_pretrained, locate
+from common.assets import image_processor_config, load_pretrained, locate
 from modules.augment import Augmentation, Preprocess, image_grid
 from modules.classifier import ClassificationModule
 from modules.finetuning import StagedUnfreeze
-
-# Preprocessing lives in the model on purpose (normalisation is the checkpoint's); Lightning warns whenever a
-# module overrides this hook and a datamodule is passed, even though it then uses the module's, as we want.
-warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
 
 SAMPLE_TAG = "train/augmented_inputs"
 """The IMAGES tab tag of the one grid of augmented training inputs logged per fit."""

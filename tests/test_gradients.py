@@ -13,9 +13,11 @@ from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.plugins.precision import MixedPrecision
 from tiny_assets import build_tiny_bert
 
+from common.errors import TbxFinetuneError
 from datamodules import TextDataModule
 from loggers import TensorBoardXLogger
 from loggers.gradients import GradNormMonitor, layer_of
+from loggers.health import NonFiniteGuard
 from modules import TextClassifier
 
 
@@ -152,11 +154,15 @@ def test_nan_gradient_alerts_and_histogram_stays_valid(tmp_path, tiny_bert, sent
     assert any("nonfinite" in r.getMessage() for r in caplog.records)
 
 
-def test_stop_on_nonfinite_stops_training(tmp_path, tiny_bert, sentiment_csv) -> None:
-    monitor = GradNormMonitor(every_n_steps=5, stop_on_nonfinite=True)
-    logger = fit_tiny(tmp_path, tiny_bert, sentiment_csv, [PoisonGradient(at_step=1), monitor], max_steps=20)
-    nonfinite = {e.step: e.value for e in load_events(Path(logger.log_dir)).Scalars("grad_norm/nonfinite")}
-    assert nonfinite == {0: 0.0, 1: 1.0}  # step 1 logged off-interval for its alert; nothing after: stopped
+def test_nonfinite_guard_stops_training_at_a_poisoned_gradient(tmp_path, tiny_bert, sentiment_csv) -> None:
+    monitor = GradNormMonitor(every_n_steps=1)
+    guard = NonFiniteGuard(gradients=True)
+    with pytest.raises(TbxFinetuneError, match=r"gradient of model\..* became non-finite at step 1"):
+        fit_tiny(tmp_path, tiny_bert, sentiment_csv, [PoisonGradient(at_step=1), guard, monitor], max_steps=20)
+    events = load_events(next((tmp_path / "runs").glob("default/version_*")))
+    assert {e.step for e in events.Scalars("grad_norm/total")} == {0}  # stopped before step 1's update
+    alert = events.Tensors("health/nonfinite/text_summary")
+    assert [t.step for t in alert] == [1] and b"became non-finite" in alert[0].tensor_proto.string_val[0]
 
 
 def test_layer_grouping() -> None:

@@ -9,7 +9,7 @@ import datasets
 import pytest
 from lightning.pytorch import Trainer
 
-from app.errors import TbxFinetuneError
+from common.errors import TbxFinetuneError
 from datamodules import TextDataModule
 from modules import TextClassifier
 

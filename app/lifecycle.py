@@ -1,0 +1,301 @@
+"""The run's lifecycle, in one place: which checkpoint a command starts from, resuming a run in its own
+folder, stopping cleanly on Ctrl-C/SIGTERM, and writing predictions.
+
+**Checkpoints.** Every checkpoint is loaded with ``torch.load(weights_only=True)``: tensors and plain
+containers only, no pickled code. It is checked before Lightning sees it, so a wrong file fails in seconds
+with the key to fix.
+
+**Resume.** ``fit --ckpt_path last`` in Lightning means "the last checkpoint of *this* run's checkpoint
+folder", and this run's folder is a new ``version_N``: nothing to resume. So the CLI resolves ``last`` itself,
+to the newest ``runs/<name>/version_<n>/checkpoints/last.ckpt``, and continues that run: same folder, steps
+continuing from the checkpoint's global step, and the logger's writer opened with ``purge_step`` so
+TensorBoard drops the points the crashed session logged after the checkpoint (one curve, no duplicates).
+
+**Interrupts.** Lightning 2.6 turns SIGTERM into a flag checked at the next batch boundary (a clean point:
+the optimizer step is done and counted; under DDP rank 0 broadcasts it), but saves no checkpoint and exits
+with status 0; SIGINT raises ``KeyboardInterrupt`` wherever the process is, possibly mid-step.
+``InterruptCheckpoint`` sends the first Ctrl-C down the SIGTERM path (a second one interrupts at once), saves
+``last.ckpt`` in ``on_exception`` and makes the process exit with 128 + the signal number.
+
+**Predictions.** ``PredictionWriter`` writes ``predict`` results as CSV in the run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+from common.errors import TbxFinetuneError
+from common.lightning_state import shift_checkpoint_logging_step
+from loggers.tensorboardx import TensorBoardXLogger
+
+LAST = "last"
+LAST_FILE = "last.ckpt"
+LIGHTNING_ALIASES = ("last", "best", "hpc", "registry")
+"""Values of ``ckpt_path`` that Lightning resolves itself (``last`` is ours for ``fit``)."""
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+def find_last_checkpoint(root_dir: str) -> Path | None:
+    """The ``version_*/checkpoints/last.ckpt`` under ``root_dir`` written most recently, if any."""
+    candidates = [p for p in Path(root_dir).glob(f"*/checkpoints/{LAST_FILE}") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
+
+
+def run_folder_of(ckpt_path: str | os.PathLike, root_dir: str) -> str | None:
+    """The run folder name (``version_3``) when ``ckpt_path`` is ``root_dir/<run>/checkpoints/<file>``."""
+    path = Path(ckpt_path).resolve()
+    if path.parent.name != "checkpoints" or path.parent.parent.parent != Path(root_dir).resolve():
+        return None
+    return path.parent.parent.name
+
+
+def load_checkpoint(ckpt_path: str | os.PathLike, key: str = "ckpt_path") -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` on the CPU, memory-mapped; every failure names ``key`` and the file."""
+    if not os.path.isfile(ckpt_path):
+        raise TbxFinetuneError(f"{key}={str(ckpt_path)!r}: no such checkpoint file; fix the path")
+    try:
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # UnpicklingError (code inside), RuntimeError (truncated / not a zip), EOFError
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TbxFinetuneError(
+            f"{key}={str(ckpt_path)!r} is not a checkpoint that loads safely (torch.load weights_only=True: "
+            f"{first_line}). Use a checkpoint written by this tool; never load files you do not trust"
+        ) from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise TbxFinetuneError(f"{key}={str(ckpt_path)!r} is not a Lightning checkpoint (it has no 'state_dict')")
+    return checkpoint
+
+
+def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_path: str) -> None:
+    """Raise our error when the checkpoint's weights do not match the model's (names and shapes)."""
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
+    missing = sorted(expected.keys() - found.keys())
+    unexpected = sorted(found.keys() - expected.keys())
+    reshaped = [
+        f"{n}: checkpoint {found[n]} vs model {expected[n]}"
+        for n in expected
+        if found.get(n, expected[n]) != expected[n]
+    ]
+    if not (missing or unexpected or reshaped):
+        return
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected), ("with another shape", reshaped)):
+        if items:
+            problems.append(f"{len(items)} weight(s) {label} (e.g. {items[0]})")
+    raise TbxFinetuneError(
+        f"ckpt_path={ckpt_path!r} was saved from a different model than the config builds: {'; '.join(problems)}. "
+        "Use a checkpoint of this model (model.init_args.model_name_or_path and the data's labels must match)"
+    )
+
+
+def best_weights(trainer: Trainer) -> tuple[str, dict[str, torch.Tensor] | None]:
+    """The best checkpoint's path and ``state_dict`` (loaded safely), or ``("", None)`` when there is none."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    return (best, load_checkpoint(best)["state_dict"]) if best else ("", None)
+
+
+# ------------------------------------------------------------------------------------------------- resume
+@dataclass
+class Resume:
+    """Continue run ``folder`` of the logger's ``root``, logging from ``step`` on."""
+
+    folder: str
+    step: int
+
+
+class CheckpointRequest:
+    """What ``--ckpt_path`` asks of this command, resolved in the CLI's three phases.
+
+    ``parse`` loads the file safely right after parsing (LightningCLI reads its hyperparameters next);
+    ``resolve`` turns ``fit --ckpt_path last`` into a file and decides whether the run continues a folder;
+    ``apply`` checks the weights against the built model and points the logger at the continued folder.
+    """
+
+    def __init__(self) -> None:
+        self.checkpoint: dict[str, Any] | None = None
+        self.resume: Resume | None = None
+
+    def parse(self, config: Any) -> None:
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path and ckpt_path not in LIGHTNING_ALIASES:
+            self.checkpoint = load_checkpoint(ckpt_path)
+
+    def resolve(self, subcommand: str, config: Any) -> bool:
+        """Settle ``config["ckpt_path"]``; True when the run continues an existing folder (its config is rewritten)."""
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True  # Lightning leaves it to torch.load's default; say it
+        root = logger_root(config)
+        if subcommand == "fit" and config.get("ckpt_path") == LAST:
+            found = find_last_checkpoint(root) if root else None
+            if found is None:
+                rank_zero_info(f"tbx-finetune: --ckpt_path last: no {root}/*/checkpoints/last.ckpt, starting a new run")
+            config["ckpt_path"] = str(found) if found else None
+        ckpt_path = config.get("ckpt_path")
+        if not ckpt_path or ckpt_path in LIGHTNING_ALIASES:
+            return False
+        if self.checkpoint is None:
+            self.checkpoint = load_checkpoint(ckpt_path)
+        folder = run_folder_of(ckpt_path, root) if subcommand == "fit" and root else None
+        if folder:
+            self.resume = Resume(folder, int(self.checkpoint.get("global_step", 0)))
+        return self.resume is not None
+
+    def apply(self, model: torch.nn.Module, trainer: Trainer, ckpt_path: str | None) -> None:
+        if self.checkpoint is not None:
+            check_fits_model(self.checkpoint, model, ckpt_path)
+            self.checkpoint = None  # Lightning loads it again when the run starts
+        if self.resume:
+            for logger in trainer.loggers:
+                if isinstance(logger, TensorBoardXLogger):
+                    logger.continue_run(self.resume.folder, self.resume.step)
+
+
+def logger_root(config: Any) -> str | None:
+    """``save_dir/name`` of the run's TensorBoardXLogger (where ``version_*`` folders are), if it uses ours."""
+    logger = (config.get("trainer") or {}).get("logger")
+    if not logger or not isinstance(logger.get("class_path"), str):
+        return None
+    module, _, name = logger["class_path"].rpartition(".")
+    if name != TensorBoardXLogger.__name__ or module not in ("loggers", "loggers.tensorboardx"):
+        return None
+    init_args = logger.get("init_args") or {}
+    return os.path.join(str(init_args.get("save_dir", "runs")), str(init_args.get("name", "default")))
+
+
+# ---------------------------------------------------------------------------------------------- interrupts
+class InterruptCheckpoint(Callback):
+    """On SIGINT/SIGTERM during ``fit``: stop after the current batch and save ``checkpoints/last.ckpt``.
+
+    A checkpoint whose batch counters say "the last batch finished" is read by Lightning as one saved by
+    ModelCheckpoint at validation end, *before* the loop counted the step for the loggers; when validation did
+    run on that batch, the restored loop adds that count itself. Ours is taken after the count, so in that
+    case it stores the count minus one, and the resumed run logs its first point at the checkpoint's step.
+    """
+
+    def __init__(self) -> None:
+        self._signum: int | None = None
+        self._previous_sigint: signal.Handlers | None = None
+        self._validated_at: int | None = None
+        self._saving = False
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Lightning registers its SIGTERM handler just before this hook; signals can only be set in the main thread
+        self._signum = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self._signum is not None:  # pressed twice: stop now, the usual way
+            raise KeyboardInterrupt
+        self._signum = signum
+        rank_zero_info("\nCtrl-C: stopping after this batch, saving last.ckpt (press again to stop at once)")
+        lightning_handler = signal.getsignal(signal.SIGTERM)
+        if callable(lightning_handler):
+            lightning_handler(signum, frame)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated_at = trainer.global_step
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        if self._saving and self._validated_at == trainer.global_step:  # validation ran after the last step
+            shift_checkpoint_logging_step(checkpoint, -1)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restore_sigint()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException):
+            return  # a bug or a second Ctrl-C mid-step: keep the last periodic checkpoint rather than a torn state
+        signum = self._signum or signal.SIGTERM
+        exception.code = 128 + signum  # SIGTERMException is a SystemExit: this becomes the exit status
+        checkpoint = trainer.checkpoint_callback
+        dirpath = getattr(checkpoint, "dirpath", None)
+        if not dirpath:
+            return
+        path = os.path.join(dirpath, LAST_FILE)
+        self._saving = True
+        try:
+            trainer.save_checkpoint(path, weights_only=False)  # all ranks stop at the same batch: the barrier is met
+        finally:
+            self._saving = False
+        rank_zero_info(
+            f"tbx-finetune: stopped by {signal.Signals(signum).name} at step {trainer.global_step}; saved {path}. "
+            "Continue the run with the same command plus --ckpt_path last"
+        )
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
+
+
+# ---------------------------------------------------------------------------------------------- predictions
+class PredictionWriter(BasePredictionWriter):
+    """Collects each rank's predictions and writes them once the predict epoch ends.
+
+    Args:
+        output_path: CSV file to write. ``None``: ``predictions.csv`` in the run directory. Under DDP each
+            rank writes ``<stem>.rank<N>.csv`` (rows carry the dataset index, so they can be merged).
+    """
+
+    def __init__(self, output_path: str | None = None) -> None:
+        super().__init__(write_interval="batch")
+        self.output_path = output_path
+        self._rows: list[tuple[int, int, float]] = []
+
+    def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._rows = []
+
+    def write_on_batch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        prediction: dict[str, torch.Tensor],
+        batch_indices: list[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        label_ids = prediction["label_ids"].tolist()
+        probabilities = prediction["probabilities"].float().tolist()
+        indices = batch_indices if batch_indices is not None else range(len(label_ids))
+        self._rows.extend(zip(indices, label_ids, probabilities, strict=True))
+
+    def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        path = self._path(trainer)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        inputs = getattr(trainer.datamodule, "predict_inputs", None)
+        names = pl_module.label_names
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(["index", "input", "label", "probability"])
+            for index, label_id, probability in sorted(self._rows):
+                shown = inputs[index] if inputs is not None else ""
+                out.writerow([index, shown, names[label_id], f"{probability:.6f}"])
+        rank_zero_info(f"wrote {len(self._rows)} predictions to {path}")
+
+    def _path(self, trainer: Trainer) -> str:
+        path = self.output_path
+        if path is None:
+            base = getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir
+            path = os.path.join(base, "predictions.csv")
+        if trainer.world_size > 1:
+            stem, ext = os.path.splitext(path)
+            path = f"{stem}.rank{trainer.global_rank}{ext}"
+        return path
