@@ -2,6 +2,24 @@
 
 Independent of modality: text and image datamodules both use it, so both validate the same way and
 report bad data with the same messages.
+
+Every prepared split gets a ``labels`` column (the name transformers' collators expect) whose feature is a
+``datasets.ClassLabel`` carrying the class names, so the split knows them (``features["labels"].names``).
+The source label column stays as it was: the text datamodule and the prediction writer read it.
+
+- Labels are matched as text: ``ClassLabel`` ids by their names, any other value by ``str(value)``. So an
+  int column 0/1 matches names ``"0"``/``"1"``, and a ``ClassLabel`` whose order differs from ``data.labels``
+  is re-mapped by name, not by id.
+- A label column is read once per step as Arrow data (``with_format("arrow")``). Since ``datasets`` 4,
+  ``split[column]`` is a lazy column that formats one row at a time (about 70 µs a row).
+- Names become ids with ``ClassLabel.str2int``; ``add_column(..., feature=ClassLabel)`` stores them. We do
+  not use ``cast_column`` on a string copy: for a ``ClassLabel`` it runs ``Dataset.cast``, a ``map`` that
+  rewrites every column (image bytes too) into a new cache file. ``align_labels_with_mapping`` lower-cases
+  names (``"A"`` and ``"a"`` would collide) and overwrites the source column. ``class_encode_column`` only
+  gives sorted names, and it also replaces the column.
+- An empty label (a blank CSV cell, a null, or ``ClassLabel`` -1 as in unlabelled hub test splits) is a data
+  error. The error names the split, the column and the row count; we never make a class called ``""`` or
+  ``"None"``, and never raise a bare traceback.
 """
 
 from __future__ import annotations
@@ -47,41 +65,72 @@ def standard_splits(
     return {"train": train, "val": val, "test": test}
 
 
+def label_texts(split: datasets.Dataset, column: str, split_name: str) -> list[str | None]:
+    """Each row's label as text (``ClassLabel`` ids by name, other values by ``str``); ``None`` where empty."""
+    feature = split.features[column]
+    values = split.with_format("arrow")[column].to_pylist()  # one Arrow read, not a row-by-row Column
+    if isinstance(feature, datasets.ClassLabel):
+        return [feature.names[v] if v is not None and v >= 0 else None for v in values]
+    if not isinstance(feature, datasets.Value):
+        raise TbxFinetuneError(
+            f"{split_name} split: column {column!r} holds {feature}, not one label per row; set "
+            "data.label_column to a column of strings, integers or class ids"
+        )
+    return [None if v is None or not str(v).strip() else str(v) for v in values]
+
+
+def require_labels(split: datasets.Dataset, column: str, split_name: str) -> None:
+    """Every row has a label: a blank cell would otherwise become a class of its own, or a traceback."""
+    _require_present(label_texts(split, column, split_name), column, split_name)
+
+
+def _require_present(texts: list[str | None], column: str, split_name: str) -> None:
+    missing = [row for row, text in enumerate(texts) if text is None]
+    if missing:
+        raise TbxFinetuneError(
+            f"{split_name} split: {len(missing)} of {len(texts)} rows have no label in column {column!r} (an empty "
+            f"cell, null or ClassLabel -1), e.g. rows {missing[:5]} counting from 0; fill in their labels or "
+            "remove those rows"
+        )
+
+
 def label_names_of(train: datasets.Dataset, column: str, fixed: Sequence[str] | None) -> list[str]:
     """Label names in id order: the fixed list if given, else ClassLabel names, else the sorted values."""
     if fixed:
-        return [str(name) for name in fixed]
+        names = [str(name) for name in fixed]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise TbxFinetuneError(f"data.labels lists {repeated} more than once; name each class once, in id order")
+        return names
     feature = train.features[column]
     if isinstance(feature, datasets.ClassLabel):
         return list(feature.names)
-    return [str(v) for v in sorted(set(train[column]))]
+    distinct = train.with_format("arrow")[column].unique().drop_null().to_pylist()
+    return [str(v) for v in sorted(distinct)]  # sorted as values: 2 before 10 in an int column
 
 
-def keep_labels(split: datasets.Dataset, column: str, names: Sequence[str]) -> datasets.Dataset:
+def keep_labels(split: datasets.Dataset, column: str, names: Sequence[str], split_name: str) -> datasets.Dataset:
     """Drop rows whose label is outside ``names`` (e.g. a corpus's 'plot' rows in a sentiment task)."""
-    feature = split.features[column]
-    allowed = set(names)
-    if isinstance(feature, datasets.ClassLabel):
-        return split.filter(lambda v: feature.int2str(v) in allowed, input_columns=column)
-    return split.filter(lambda v: str(v) in allowed, input_columns=column)
+    allowed = {str(name) for name in names}
+    keep = [row for row, text in enumerate(label_texts(split, column, split_name)) if text in allowed]
+    return split if len(keep) == len(split) else split.select(keep)
 
 
 def encode_labels(split: datasets.Dataset, column: str, names: Sequence[str], split_name: str) -> datasets.Dataset:
-    """Add the integer ``labels`` column; a label never seen in train is an error, not a silent new class."""
-    feature = split.features[column]
-    values = feature.int2str(split[column]) if isinstance(feature, datasets.ClassLabel) else split[column]
-    present = {str(v) for v in values}
-    unknown = sorted(present - set(names))
+    """Add the ``ClassLabel`` ``labels`` column; a label never seen in train is an error, not a silent new class."""
+    texts = label_texts(split, column, split_name)
+    _require_present(texts, column, split_name)
+    classes = datasets.ClassLabel(names=[str(name) for name in names])
+    unknown = sorted(set(texts) - set(classes.names))
     if unknown:
         raise TbxFinetuneError(
             f"{split_name} split: labels {unknown[:10]} in column {column!r} do not occur in the training labels "
             f"{list(names)[:20]}; fix the data or list the classes to keep in data.labels"
         )
-    to_id = {name: i for i, name in enumerate(names)}
-    ids = [to_id[str(v)] for v in values]
+    ids = classes.str2int(texts)  # exact names only: every text is one of them (checked above)
     if LABEL_COLUMN in split.column_names:
         split = split.remove_columns(LABEL_COLUMN)
-    return split.add_column(LABEL_COLUMN, ids)
+    return split.add_column(LABEL_COLUMN, ids, feature=classes)
 
 
 def require_columns(split: datasets.Dataset, columns: Sequence[str], split_name: str) -> None:
@@ -115,11 +164,20 @@ def prepare_splits(
     max_samples: int | dict[str, int] | None,
     seed: int,
 ) -> tuple[dict[str, datasets.Dataset], list[str]]:
-    """Validate, split, filter, subsample and label-encode: the whole schema check, before any training."""
+    """Validate, split, filter, subsample and label-encode: the whole schema check, before any training.
+
+    Missing labels are checked in the splits as loaded (before ``data.labels`` could drop them silently and
+    before carving spreads them over val/test), and only in the splits we use: a hub dataset's extra,
+    unlabelled split (IMDB's ``unsupervised``, labels -1) is not an error.
+    """
     for name, split in loaded.items():
         require_columns(split, [*required_columns, label_column], name)
+    used = {"train", "test", find_split(loaded, VALIDATION_SPLIT_NAMES)}
+    for name, split in loaded.items():
+        if name in used:
+            require_labels(split, label_column, name)
     if labels:
-        loaded = datasets.DatasetDict({n: keep_labels(s, label_column, labels) for n, s in loaded.items()})
+        loaded = datasets.DatasetDict({n: keep_labels(s, label_column, labels, n) for n, s in loaded.items()})
     splits = standard_splits(loaded, val_fraction, test_fraction, seed)
     names = label_names_of(splits["train"], label_column, labels)
     if len(names) < 2:
