@@ -1,14 +1,19 @@
-"""The two pieces of Lightning's private loop state this project reads, behind one wrapper that fails loudly.
+"""The private pieces of Lightning this project uses, behind one wrapper that fails loudly.
 
 Lightning gives logged metrics the fit loop's count of batches that stepped the optimizer
 (``fit_loop.epoch_loop._batches_that_stepped``), not ``global_step``; pictures and alerts must carry the same
 step to line up with ``val/*`` scalars, and a checkpoint saved on an interrupt must store that count as the
 restored loop expects it. No public name exists (Lightning 2.6). If an upgrade moves it, these functions raise
 instead of returning a wrong step, and ``tests/test_architecture.py`` fails on the upgrade.
+
+Flattening hyperparameters reuses Lightning's own (private) helpers, so our HPARAMS keys match its loggers'.
+Tracing a LightningModule for TensorBoard's graph needs Lightning's own ``_jit_is_scripting`` context (it
+silences the module's trainer-bound properties while torch.jit inspects it), as Lightning's TensorBoardLogger does.
 """
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 _ATTRIBUTE = "_batches_that_stepped"
@@ -36,3 +41,18 @@ def shift_checkpoint_logging_step(checkpoint: dict, delta: int) -> None:
     if _ATTRIBUTE not in node:
         raise RuntimeError(f"this Lightning version's checkpoints have no {'/'.join(_CHECKPOINT_PATH)}")
     node[_ATTRIBUTE] += delta
+
+
+def jit_tracing() -> AbstractContextManager:
+    """The context Lightning's own TensorBoardLogger traces a LightningModule in (``log_graph``)."""
+    from lightning.pytorch.core.module import _jit_is_scripting  # private; the import fails loudly on an upgrade
+
+    return _jit_is_scripting()
+
+
+def flat_params(params: Any) -> dict[str, Any]:
+    """Hyperparameters (dict or Namespace, nested) flattened with "." and made TensorBoard-safe, the way
+    Lightning's own loggers do it (``lightning.fabric.utilities.logger``'s private helpers)."""
+    from lightning.fabric.utilities.logger import _convert_params, _flatten_dict, _sanitize_params
+
+    return _sanitize_params(_flatten_dict(_convert_params(params), delimiter="."))

@@ -18,7 +18,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from loggers.health import TrainingHealth
 from loggers.histograms import HistogramStats, histogram_summary, summary_size
-from loggers.tensorboardx import TensorBoardXLogger
+from loggers.record import tensorboard_records
 
 log = logging.getLogger(__name__)
 _INDEX = re.compile(r"^\d+$")
@@ -146,10 +146,10 @@ class GradNormMonitor(Callback):
         self.alerts_fired += len(alerts)
         for alert in alerts:
             log.warning("training health [step %d] %s: %s", step, alert.kind, alert.message)
-        for logger in trainer.loggers:
+        for logger in trainer.loggers:  # every logger gets the scalars, TensorBoard-like ones the rest
             logger.log_metrics({k: v for k, v in scalars.items() if math.isfinite(v)}, step=step)
-            if isinstance(logger, TensorBoardXLogger):
-                for tag, stats in histograms.items():
-                    logger.log_histogram(tag, stats, step)
-                for alert in alerts:
-                    logger.log_text(f"health/{alert.kind}", f"step {step}: {alert.message}", step)
+        for record in tensorboard_records(trainer.loggers):
+            for tag, stats in histograms.items():
+                record.histogram(tag, stats, step)
+            for alert in alerts:
+                record.text(f"health/{alert.kind}", f"step {step}: {alert.message}", step)

@@ -26,6 +26,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from common.errors import TbxFinetuneError
 from common.lightning_state import logging_step
+from loggers.record import tensorboard_records
 
 NONFINITE_TAG = "health/nonfinite"
 
@@ -126,10 +127,8 @@ class NonFiniteGuard(Callback):
             self._stop(trainer, f"gradient of {first} became non-finite", trainer.global_step, None)
 
     def _stop(self, trainer: Trainer, what: str, step: int, batch_idx: int | None) -> None:
-        for logger in trainer.loggers:
-            log_text = getattr(logger, "log_text", None)
-            if log_text is not None:
-                log_text(NONFINITE_TAG, f"step {step}: {what}; training stopped", step)
+        for record in tensorboard_records(trainer.loggers):  # TensorBoard-like loggers, rank 0
+            record.text(NONFINITE_TAG, f"step {step}: {what}; training stopped", step)
         where = f"epoch {trainer.current_epoch}" + (f", batch {batch_idx}" if batch_idx is not None else "")
         ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
         raise TbxFinetuneError(

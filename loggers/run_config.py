@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import os
 
-from lightning.fabric.utilities.logger import _flatten_dict
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 
+from common.lightning_state import flat_params
 from loggers.tensorboardx import TensorBoardXLogger
 
-_NOT_HPARAMS = ("config", "ckpt_path", "trainer.logger", "trainer.callbacks")
-"""Config keys that describe plumbing, not the experiment, and would only clutter the HPARAMS table."""
+_NOT_HPARAMS = (
+    "config",
+    "ckpt_path",
+    "trainer.logger",
+    "trainer.callbacks",
+    # replaced per parameter group by model.init_args.learning_rate / weight_decay (modules/classifier.py)
+    "model.init_args.optimizer.init_args.lr",
+    "model.init_args.optimizer.init_args.weight_decay",
+)
+"""Config keys that describe plumbing, not the experiment, or are not used, and would only clutter the HPARAMS
+table."""
 
 
 class RunConfigCallback(SaveConfigCallback):
@@ -48,5 +57,5 @@ class RunConfigCallback(SaveConfigCallback):
                 overwrite=self.overwrite,
                 multifile=self.multifile,
             )
-        flat = _flatten_dict(self.config.as_dict(), delimiter=".")
+        flat = flat_params(self.config.as_dict())
         logger.log_hyperparams({k: v for k, v in flat.items() if not k.startswith(_NOT_HPARAMS)})

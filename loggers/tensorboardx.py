@@ -11,6 +11,7 @@ This module is the only code in the project that touches tensorboardX.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from argparse import Namespace
@@ -18,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from lightning.fabric.utilities.logger import _convert_params, _flatten_dict, _sanitize_params
 from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
@@ -29,7 +29,8 @@ from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboardX.summary import hparams as hparams_summaries
 
 from common.errors import TbxFinetuneError
-from loggers.histograms import HistogramStats
+from common.lightning_state import flat_params
+from loggers.record import TensorBoardRecord
 
 DEFAULT_HPARAMS_METRICS = ("val/acc", "val/f1", "val/loss", "test/acc", "test/f1", "test/loss")
 """The metric tags the HPARAMS tab shows beside each run's config; their last logged values fill the table."""
@@ -40,6 +41,7 @@ _SESSION_STATUS = {
     "failed": Status.STATUS_FAILURE,
     "interrupted": Status.STATUS_FAILURE,
 }
+_WRITERS_IN_PROCESS = itertools.count(1)
 _VERSION_DIR = re.compile(r"^version_(\d+)$")
 
 
@@ -153,13 +155,14 @@ class TensorBoardXLogger(Logger):
         if self._experiment is None:
             os.makedirs(self.log_dir, exist_ok=True)
             # tensorboardX names files events.out.tfevents.<seconds>.<host>: two writers opened in the same
-            # second (fit then test, or a pickled clone) would share one file and corrupt it
+            # second (fit then test, a pickled clone, a second logger in the same process) would share one file;
+            # the suffix carries the pid and a per-process count of writers
             self._writers_opened += 1
             self._experiment = SummaryWriter(
                 logdir=self.log_dir,
                 flush_secs=self._flush_secs,
                 max_queue=self._max_queue,
-                filename_suffix=f".{os.getpid()}.{self._writers_opened}",
+                filename_suffix=f".{os.getpid()}.{next(_WRITERS_IN_PROCESS)}",
                 # a later writer (test_after_fit) must not purge what this session wrote since the resume
                 purge_step=self._purge_step if self._writers_opened == 1 else None,
             )
@@ -179,35 +182,13 @@ class TensorBoardXLogger(Logger):
             writer.add_scalar(tag, value, global_step=step)
 
     @rank_zero_only
-    def log_histogram(self, tag: str, stats: HistogramStats, step: int) -> None:
-        """Write a histogram already reduced to a few numbers (see ``loggers.histograms``)."""
-        if stats.num == 0:  # all values non-finite: nothing TensorBoard could draw
-            return
-        self.experiment.add_histogram_raw(
-            tag,
-            min=stats.min,
-            max=stats.max,
-            num=stats.num,
-            sum=stats.sum,
-            sum_squares=stats.sum_squares,
-            bucket_limits=stats.bucket_limits,
-            bucket_counts=stats.bucket_counts,
-            global_step=step,
-        )
-
-    @rank_zero_only
-    def log_text(self, tag: str, text: str, step: int) -> None:
-        """Markdown text (TensorBoard's TEXT tab): alerts, tables of examples."""
-        self.experiment.add_text(tag, text, global_step=step)
-
-    @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: Any = None) -> None:
         """Collect (flattened) hyperparameters; they are written once, before the first metric.
 
         Lightning and our config callback may each call this before training starts; writing once keeps
         a single session-start record per run, which is what TensorBoard's HPARAMS plugin expects.
         """
-        flat = _sanitize_params(_flatten_dict(_convert_params(params), delimiter="."))
+        flat = flat_params(params)
         self.hparams.update({k: v for k, v in flat.items() if v is not None and v != "None"})
 
     def _write_hparams(self) -> None:
@@ -220,52 +201,16 @@ class TensorBoardXLogger(Logger):
         self._hparams_written = True
 
     @rank_zero_only
-    def log_graph(self, model: torch.nn.Module, input_array: Any = None, force: bool = False) -> None:
-        """Trace ``model`` on ``input_array`` (or its ``example_input_array``) into TensorBoard's GRAPHS tab.
-
-        Lightning calls this at the start of every fit; it only draws when the logger was built with
-        ``log_graph=True`` or a caller (the visuals callback) passes ``force``. The input goes through the
-        module's batch-transfer hooks first, as a real batch would (device move, on-device normalisation).
-        """
-        if not (self._log_graph or force):
+    def log_graph(self, model: torch.nn.Module, input_array: Any = None) -> None:
+        """Lightning calls this at the start of every fit: trace ``model`` into the GRAPHS tab when the logger was
+        built with ``log_graph=True`` (``visuals.graph`` does it for any TensorBoard logger)."""
+        if not self._log_graph:
             return
         input_array = model.example_input_array if input_array is None else input_array
         if input_array is None:
             rank_zero_warn("log_graph needs `input_array` or `model.example_input_array`; graph not logged.")
             return
-        import warnings
-
-        from lightning.pytorch.core.module import _jit_is_scripting
-
-        if hasattr(model, "_apply_batch_transfer_handler"):
-            input_array = model._apply_batch_transfer_handler(model._on_before_batch_transfer(input_array))
-        # our modules take the batch dict as one argument; tracing records the dict's tensors as inputs
-        inputs = (input_array,) if isinstance(input_array, Mapping) else input_array
-        was_training = model.training
-        model.eval()
-        try:
-            with _jit_is_scripting(), warnings.catch_warnings(), torch.no_grad():
-                warnings.simplefilter("ignore", torch.jit.TracerWarning)
-                self.experiment.add_graph(model, inputs, use_strict_trace=False)
-        finally:
-            model.train(was_training)
-
-    @rank_zero_only
-    def log_image(self, tag: str, image: torch.Tensor, step: int, dataformats: str = "CHW") -> None:
-        """An image (uint8 0..255 or float 0..1), e.g. a rendered confusion matrix or a grid of inputs."""
-        self.experiment.add_image(tag, image, global_step=step, dataformats=dataformats)
-
-    @rank_zero_only
-    def log_pr_curve(self, tag: str, counts: Mapping[str, Sequence[float]], step: int) -> None:
-        """A precision-recall curve from per-threshold counts (see ``loggers.visuals.pr_counts``)."""
-        self.experiment.add_pr_curve_raw(tag, **counts, global_step=step, num_thresholds=len(counts["precision"]))
-
-    @rank_zero_only
-    def log_embedding(
-        self, tag: str, features: torch.Tensor, metadata: list, header: list[str] | None, step: int
-    ) -> None:
-        """Feature vectors for the PROJECTOR tab, one metadata row (e.g. label, prediction) per vector."""
-        self.experiment.add_embedding(features, metadata=metadata, metadata_header=header, global_step=step, tag=tag)
+        TensorBoardRecord(self.experiment).graph(model, input_array)
 
     @rank_zero_only
     def save(self) -> None:

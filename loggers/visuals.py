@@ -1,27 +1,37 @@
 """The validation set, seen in TensorBoard: confusion matrix, PR curves, misclassified examples, embeddings,
 logit histograms and the model graph — each opt-in, each at most once per validation epoch.
 
-Statistics that describe the whole validation set (confusion matrix, PR curves, logits, embeddings) are
-torchmetrics states, so under DDP they are synced across ranks before rank 0 writes them. Misclassified
-examples are rank 0's share of the validation set (their text or pixels are not tensors worth gathering).
-Figures are rendered with matplotlib's Agg canvas, without pyplot and its global state. This callback only
-computes; the logger writes.
+Statistics that describe the whole validation set (confusion matrix, per-class precision and recall, PR
+curves, logits, embeddings) are torchmetrics states, so under DDP they are synced across ranks before rank 0
+writes them. Misclassified examples are rank 0's share of the validation set (their text or pixels are not
+tensors worth gathering). Figures are drawn on Agg figures of their own, never held by pyplot.
+
+This callback only computes. Pictures, curves, histograms, text and embeddings go to every TensorBoard-like
+logger (ours, Lightning's ``TensorBoardLogger``) through ``loggers.record``; per-class scalars go to every
+logger's ``log_metrics`` (CSV too).
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 from torchmetrics import CatMetric
-from torchmetrics.classification import MulticlassConfusionMatrix, MulticlassPrecisionRecallCurve
+from torchmetrics.classification import (
+    MulticlassConfusionMatrix,
+    MulticlassPrecision,
+    MulticlassPrecisionRecallCurve,
+    MulticlassRecall,
+)
+from torchmetrics.wrappers import ClasswiseWrapper
 
 from common.lightning_state import logging_step
 from loggers.histograms import HistogramStats, histogram_summary
-from loggers.tensorboardx import TensorBoardXLogger
+from loggers.record import TensorBoardRecord, tensorboard_records
 
 _MIN_COUNT = 1e-7  # TensorBoard's pr_curve plugin divides by max(count, 1e-7) too
 
@@ -74,10 +84,13 @@ class ValidationVisuals(Callback):
 
     # ------------------------------------------------------------------------------------------- hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        num_labels = pl_module.num_labels
+        num_labels, names = pl_module.num_labels, [str(name) for name in pl_module.label_names]
         metrics: dict[str, nn.Module] = {}
         if self.confusion_matrix:
             metrics["confusion"] = MulticlassConfusionMatrix(num_labels)
+            for kind, metric in (("recall", MulticlassRecall), ("precision", MulticlassPrecision)):
+                per_class = metric(num_labels, average=None)
+                metrics[kind] = ClasswiseWrapper(per_class, labels=names, prefix=f"val/{kind}/")
         if self.pr_curves:
             metrics["pr"] = MulticlassPrecisionRecallCurve(num_labels, thresholds=self.pr_thresholds)
         if self.logit_histograms:
@@ -89,10 +102,11 @@ class ValidationVisuals(Callback):
         self._metrics = nn.ModuleDict(metrics).to(pl_module.device)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if self.graph:
+        records = tensorboard_records(trainer.loggers) if self.graph else []
+        if records:
             example = _first_examples(trainer, count=2)
-            for logger in _our_loggers(trainer):
-                logger.log_graph(pl_module, example, force=True)
+            for record in records:
+                record.graph(pl_module, example)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._active(trainer):
@@ -119,7 +133,8 @@ class ValidationVisuals(Callback):
             return
         logits, labels = outputs["logits"].float(), batch["labels"]
         if self.confusion_matrix:
-            self._metrics["confusion"].update(logits, labels)
+            for kind in ("confusion", "recall", "precision"):
+                self._metrics[kind].update(logits, labels)
         if self.pr_curves:
             self._metrics["pr"].update(logits.softmax(dim=-1), labels)
         if self.logit_histograms:
@@ -141,14 +156,17 @@ class ValidationVisuals(Callback):
             self._hook.remove()
             self._hook = None
         step, names = logging_step(trainer), list(pl_module.label_names)
-        loggers = _our_loggers(trainer)
+        records = tensorboard_records(trainer.loggers)  # empty off rank 0
         # compute() syncs torchmetrics states across ranks: every rank must call it, rank 0 writes
-        drawings = self._draw(names)
-        for logger in loggers:
-            for kind, payload in drawings:
-                _write(logger, kind, payload, step)
+        scalars, drawings = self._draw(names, pictures=bool(records))
+        if scalars and trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(scalars, step=step)
+        for record in records:
+            for write in drawings:
+                write(record, step=step)
             if self.misclassified:
-                _write_examples(logger, self._examples, step)
+                _write_examples(record, self._examples, step)
 
     # ------------------------------------------------------------------------------------ computation
     def _active(self, trainer: Trainer) -> bool:
@@ -159,35 +177,49 @@ class ValidationVisuals(Callback):
             and (trainer.current_epoch % self.every_n_epochs == 0)
         )
 
-    def _draw(self, names: list[str]) -> list[tuple[str, Any]]:
-        out: list[tuple[str, Any]] = []
+    def _draw(self, names: list[str], pictures: bool) -> tuple[dict[str, float], list[partial]]:
+        """Per-class scalars, and the writes for a TensorBoard record (each called as ``write(record, step=)``).
+
+        Every rank computes (the states sync); figures are rendered only with ``pictures`` (a rank that writes).
+        """
+        scalars: dict[str, float] = {}
+        out: list[partial] = []
         if self.confusion_matrix and self._metrics["confusion"].update_count:
             matrix = self._metrics["confusion"].compute().cpu()
-            out.append(("image", ("val/confusion_matrix", render_confusion_matrix(matrix, names))))
-            diagonal = matrix.diag().double()
-            recall = diagonal / matrix.sum(dim=1).clamp_min(1)
-            precision = diagonal / matrix.sum(dim=0).clamp_min(1)
-            scalars = {f"val/recall/{n}": float(r) for n, r in zip(names, recall, strict=True)}
-            scalars |= {f"val/precision/{n}": float(p) for n, p in zip(names, precision, strict=True)}
-            out.append(("scalars", scalars))
+            per_class = self._metrics["recall"].compute() | self._metrics["precision"].compute()
+            scalars |= {tag: float(value) for tag, value in per_class.items()}  # val/recall/<class>, ...
+            if pictures:
+                image = render_confusion_matrix(self._metrics["confusion"], matrix, names)
+                out.append(partial(TensorBoardRecord.image, tag="val/confusion_matrix", image=image, dataformats="HWC"))
         if self.pr_curves and self._metrics["pr"].update_count:
             metric = self._metrics["pr"]
             with metric.sync_context(should_sync=True, should_unsync=True):
                 confmat = metric.confmat.clone()  # (thresholds, classes, 2, 2): counts at each threshold
             for index, name in enumerate(names):
-                out.append(("pr", (f"val/pr/{name}", pr_counts(confmat[:, index]))))
+                counts = pr_counts(confmat[:, index])
+                out.append(partial(TensorBoardRecord.pr_curve, tag=f"val/pr/{name}", counts=counts))
         if self.logit_histograms and self._metrics["logits"].update_count:
             logits = _as_matrix(self._metrics["logits"].compute())
             summaries = torch.stack([histogram_summary(logits[:, c], 64) for c in range(logits.shape[1])]).cpu()
             for name, summary in zip(names, summaries.tolist(), strict=True):
-                out.append(("histogram", (f"val/logits/{name}", HistogramStats.from_summary(summary))))
+                stats = HistogramStats.from_summary(summary)
+                out.append(partial(TensorBoardRecord.histogram, tag=f"val/logits/{name}", stats=stats))
         if self.embeddings and self._metrics["features"].update_count:
             features = _as_matrix(self._metrics["features"].compute())[: self.embeddings].cpu()
             labels = self._metrics["labels"].compute().long().flatten()[: self.embeddings].tolist()
             predicted = self._metrics["predicted"].compute().long().flatten()[: self.embeddings].tolist()
             metadata = [[names[t], names[p]] for t, p in zip(labels, predicted, strict=True)]
-            out.append(("embedding", ("val_embeddings", features, metadata)))
-        return out
+            header = ["label", "predicted"]
+            out.append(
+                partial(
+                    TensorBoardRecord.embedding,
+                    tag="val_embeddings",
+                    features=features,
+                    metadata=metadata,
+                    header=header,
+                )
+            )
+        return scalars, out
 
     def _collect_misclassified(self, trainer, batch, logits, labels, pl_module) -> None:
         probabilities, predicted = logits.softmax(dim=-1).max(dim=-1)
@@ -232,25 +264,18 @@ def pr_counts(confmat: torch.Tensor) -> dict[str, list[float]]:
     }
 
 
-def render_confusion_matrix(matrix: torch.Tensor, names: list[str]):
-    """An RGB image (HWC uint8) of the confusion matrix, rows = true class, columns = predicted."""
+def render_confusion_matrix(metric: MulticlassConfusionMatrix, matrix: torch.Tensor, names: list[str]):
+    """An RGB image (HWC uint8) of ``matrix`` (``metric``'s computed value), rows = true, columns = predicted.
+
+    Drawn by torchmetrics' own ``plot`` onto axes of a figure of ours: given axes, it creates no pyplot figure
+    (called bare, it opens one per call that nobody closes), and the figure grows with the number of classes;
+    cell counts are written up to 20 classes, beyond that they would not be readable.
+    """
     from matplotlib.figure import Figure
 
     size = max(4.0, 0.45 * len(names) + 2.0)
     figure = Figure(figsize=(size, size), dpi=100)
-    axes = figure.add_subplot()
-    values = matrix.numpy()
-    axes.imshow(values, cmap="Blues")
-    ticks = range(len(names))
-    axes.set_xticks(ticks, names, rotation=45 if len(names) > 4 else 0, ha="right" if len(names) > 4 else "center")
-    axes.set_yticks(ticks, names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    if len(names) <= 20:
-        threshold = values.max() / 2 if values.size else 0
-        for (row, col), value in _cells(values):
-            colour = "white" if value > threshold else "black"
-            axes.text(col, row, str(int(value)), ha="center", va="center", color=colour, fontsize=8)
+    metric.plot(matrix, ax=figure.add_subplot(), add_text=len(names) <= 20, labels=names, cmap="Blues")
     figure.tight_layout()
     return render(figure)
 
@@ -282,39 +307,16 @@ def render(figure):
     return torch.from_numpy(np.asarray(canvas.buffer_rgba())[..., :3].copy())
 
 
-def _cells(values):
-    for row in range(values.shape[0]):
-        for col in range(values.shape[1]):
-            yield (row, col), values[row, col]
-
-
-def _write(logger: TensorBoardXLogger, kind: str, payload: Any, step: int) -> None:
-    if kind == "image":
-        tag, image = payload
-        logger.log_image(tag, image, step, dataformats="HWC")
-    elif kind == "scalars":
-        logger.log_metrics(payload, step=step)
-    elif kind == "pr":
-        tag, counts = payload
-        logger.log_pr_curve(tag, counts, step)
-    elif kind == "histogram":
-        tag, stats = payload
-        logger.log_histogram(tag, stats, step)
-    elif kind == "embedding":
-        tag, features, metadata = payload
-        logger.log_embedding(tag, features, metadata, ["label", "predicted"], step)
-
-
-def _write_examples(logger: TensorBoardXLogger, examples: list[tuple[Any, str, str, float]], step: int) -> None:
+def _write_examples(record: TensorBoardRecord, examples: list[tuple[Any, str, str, float]], step: int) -> None:
     if not examples:
         return
     if isinstance(examples[0][0], str):
         rows = ["| text | label | predicted | probability |", "|---|---|---|---|"]
         rows += [f"| {_cell(text)} | {_cell(t)} | {_cell(p)} | {prob:.3f} |" for text, t, p, prob in examples]
-        logger.log_text("val/misclassified", "\n".join(rows), step)
+        record.text("val/misclassified", "\n".join(rows), step)
     else:
         titles = [f"{t} → {p} ({prob:.2f})" for _, t, p, prob in examples]
-        logger.log_image("val/misclassified", render_image_grid([e[0] for e in examples], titles), step, "HWC")
+        record.image("val/misclassified", render_image_grid([e[0] for e in examples], titles), step, "HWC")
 
 
 def _cell(text: str) -> str:
@@ -337,7 +339,3 @@ def _classification_head(pl_module: LightningModule) -> nn.Module:
 def _first_examples(trainer: Trainer, count: int) -> dict[str, torch.Tensor]:
     batch = next(iter(trainer.datamodule.val_dataloader()))
     return {key: value[:count] for key, value in batch.items() if key != "labels"}
-
-
-def _our_loggers(trainer: Trainer) -> list[TensorBoardXLogger]:
-    return [logger for logger in trainer.loggers if isinstance(logger, TensorBoardXLogger)]

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback, Trainer
 
-from common.lightning_state import logging_step, shift_checkpoint_logging_step
+from common.lightning_state import flat_params, jit_tracing, logging_step, shift_checkpoint_logging_step
 from datamodules import TextDataModule
 from loggers import TensorBoardXLogger
 from modules import TextClassifier
@@ -86,3 +86,13 @@ def test_lightning_private_state_is_where_we_read_it(tmp_path: Path, tiny_bert: 
     assert before == logging_step(trainer)
     shift_checkpoint_logging_step(checkpoint, -1)
     assert counters["_batches_that_stepped"] == before - 1
+
+
+def test_lightning_private_helpers_still_import_and_behave() -> None:
+    with jit_tracing():
+        pass
+    assert flat_params({"model": {"init_args": {"lr": 0.1, "layers": [1, 2]}}, "seed": None}) == {
+        "model.init_args.lr": 0.1,
+        "model.init_args.layers": "[1, 2]",
+        "seed": "None",
+    }

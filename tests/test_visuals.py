@@ -17,8 +17,9 @@ from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
 from tensorboard.util import tensor_util
 from tiny_assets import NEGATIVE, NEUTRAL, POSITIVE
 
+from loggers.record import tensorboard_records
 from loggers.tensorboardx import TensorBoardXLogger
-from loggers.visuals import _write_examples, describe_inputs
+from loggers.visuals import _write_examples, describe_inputs, render_confusion_matrix
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_ROWS = 15  # 160 rows: 16 test, 15 validation, 129 train (see conftest.sentiment_csv)
@@ -132,10 +133,26 @@ def test_misclassified_images_become_a_grid(tmp_path: Path) -> None:
     shown = describe_inputs(Batchless(), {"pixel_values": images, "labels": None}, [0, 2, 4])
     assert len(shown) == 3 and all(float(x.min()) == 0.0 and math.isclose(float(x.max()), 1.0) for x in shown)
     logger = TensorBoardXLogger(save_dir=str(tmp_path), name="grid")
-    _write_examples(logger, [(image, "3", "8", 0.91) for image in shown], step=4)
+    (record,) = tensorboard_records([logger])
+    _write_examples(record, [(image, "3", "8", 0.91) for image in shown], step=4)
     logger.finalize("success")
     grid = load_events(Path(logger.log_dir)).Images("val/misclassified")
     assert [g.step for g in grid] == [4] and grid[0].width > 100
+
+
+def test_confusion_matrix_drawing_leaves_no_pyplot_figure_open() -> None:
+    """torchmetrics' ``plot`` draws onto our own Agg figure: epoch after epoch, pyplot holds no figure."""
+    import matplotlib.pyplot as plt
+    from torchmetrics.classification import MulticlassConfusionMatrix
+
+    metric = MulticlassConfusionMatrix(3)
+    metric.update(torch.tensor([0, 1, 2, 2, 1]), torch.tensor([0, 1, 1, 2, 0]))
+    open_before = plt.get_fignums()
+    for _ in range(3):
+        image = render_confusion_matrix(metric, metric.compute(), ["a", "b", "c"])
+    assert plt.get_fignums() == open_before
+    assert image.dtype == torch.uint8 and image.shape[-1] == 3 and image.shape[0] == 400  # 4-inch figure, 100 dpi
+    assert len(np.unique(image.reshape(-1, 3).numpy(), axis=0)) > 10
 
 
 def test_visuals_are_synced_across_ddp_ranks(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> None:
