@@ -66,8 +66,10 @@ class FinetuneCLI(LightningCLI):
             "--export_pretrained",
             type=str | None,
             default=None,
-            help="After fit, write the best checkpoint's network as a Hugging Face folder (save_pretrained) here, "
-            "loadable as another config's model.init_args.model_name_or_path.",
+            help="After fit, write the best checkpoint's network as a Hugging Face folder here: config.json with "
+            "the label names, weights, and the tokenizer (text) or preprocessor_config.json (images). It loads as "
+            "another config's model.init_args.model_name_or_path or with from_pretrained; a text folder also in "
+            "transformers.pipeline('text-classification', model=<folder>).",
         )
 
     def before_fit(self) -> None:
@@ -100,12 +102,16 @@ class FinetuneCLI(LightningCLI):
             self._export(folder)
 
     def _export(self, folder: str) -> None:
-        """Load the best checkpoint's weights (else keep the last) and ``save_pretrained`` them."""
+        """Load the best checkpoint's weights (else keep the last); the module writes its folder on global rank 0.
+
+        Both families are called the same way, ``export_pretrained(folder, datamodule)``: the module reads what
+        it saves beside the weights from the datamodule (text: its ``tokenizer``; images: its ``image_size``).
+        """
         best, state = best_weights(self.trainer)
         if state is not None:
             self.model.load_state_dict(state)
         if self.trainer.is_global_zero:
-            self.model.export_pretrained(folder, image_size=self.datamodule.image_size)
+            self.model.export_pretrained(folder, self.datamodule)
         rank_zero_info(f"exported {best or 'the last weights'} to {folder}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -133,6 +139,9 @@ def main(args: list[str] | None = None) -> None:
                     InterruptCheckpoint(),
                 ],
             },
+            # one way to choose the optimizer: model.init_args.optimizer (+ lr_schedule); LightningCLI's own
+            # top-level --optimizer/--lr_scheduler would replace configure_optimizers and its parameter groups
+            auto_configure_optimizers=False,
             parser_kwargs={"allow_abbrev": False},  # `--trainer.max_epoch` must be an error, not max_epochs
             args=args,
         )

@@ -3,6 +3,12 @@
 Subclasses only say how to build the network and how to call it on a batch (``forward`` returning logits),
 so text and image fine-tuning log the same tags (``train/loss``, ``val/acc``, ``val/f1``, …) and use the same
 optimizer recipe.
+
+The optimizer is injected the LightningCLI way (``optimizer: OptimizerCallable``, any ``torch.optim`` class
+with its own init_args) and the schedule is any ``transformers`` named schedule (``get_scheduler``: linear,
+cosine, constant_with_warmup, …). The learning rate and weight decay stay one key each
+(``learning_rate``, ``weight_decay``) because they are set per parameter group: BERT's recipe exempts
+biases and normalisation weights from decay, and a staged fine-tune gives the backbone its own ``lr_scale``.
 """
 
 from __future__ import annotations
@@ -11,24 +17,55 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from transformers import get_linear_schedule_with_warmup
+from transformers import SchedulerType, get_scheduler
+
+from common.errors import TbxFinetuneError
 
 STAGES = ("train", "val", "test")
 _NO_DECAY = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.Embedding)
+SCHEDULES = tuple(s.value for s in SchedulerType)
+"""The schedule names ``lr_schedule`` accepts (``transformers.SchedulerType``)."""
+
+
+def decay_groups(
+    module: nn.Module, name: str = "", lr_scale: float = 1.0, weight_decay: float = 0.0, exclude: set = frozenset()
+) -> list[dict]:
+    """``module``'s parameters but ``exclude`` as two optimizer groups: with weight decay, and without it
+    (biases, norms, embeddings, as in BERT's recipe). Frozen parameters are included: they join training when
+    unfrozen without the optimizer or its schedule changing shape (what makes a staged fine-tune resumable)."""
+    decay, no_decay = [], []
+    for sub in module.modules():
+        for param_name, param in sub.named_parameters(recurse=False):
+            if param in exclude:
+                continue
+            (no_decay if param_name == "bias" or isinstance(sub, _NO_DECAY) else decay).append(param)
+    prefix = f"{name}_" if name else ""
+    return [
+        {"params": params, "name": f"{prefix}{kind}", "weight_decay": wd, "lr_scale": lr_scale}
+        for params, kind, wd in ((decay, "decay", weight_decay), (no_decay, "no_decay", 0.0))
+        if params
+    ]
 
 
 class ClassificationModule(LightningModule):
-    """Cross-entropy classification with accuracy and macro-F1 per stage, AdamW and linear warmup.
+    """Cross-entropy classification with accuracy and macro-F1 per stage; AdamW with linear warmup by default.
 
     Args:
         num_labels: Number of classes (linked from the datamodule by the CLI).
         label_names: Class names in label-id order (linked from the datamodule); used for predictions.
-        learning_rate: Peak learning rate reached after warmup.
-        weight_decay: AdamW decoupled weight decay, applied to weight matrices only.
+        learning_rate: Peak learning rate reached after warmup (of every parameter group, times its lr_scale).
+        weight_decay: Decoupled weight decay, applied to weight matrices only.
         warmup_ratio: Fraction of all optimizer steps spent warming up linearly from 0.
+        optimizer: The optimizer class and its other arguments (``class_path: torch.optim.SGD``, ``init_args:
+            {momentum: 0.9}``). Its own ``lr`` and ``weight_decay`` init_args are replaced in every parameter group
+            by ``learning_rate`` (times the group's lr_scale) and ``weight_decay`` (0 for biases and norms).
+        lr_schedule: A ``transformers`` schedule name: linear, cosine, cosine_with_restarts, polynomial,
+            constant, constant_with_warmup, inverse_sqrt, cosine_with_min_lr, warmup_stable_decay, ….
+        lr_schedule_kwargs: That schedule's own arguments (``num_cycles``, ``power``, ``min_lr_rate``, …).
     """
 
     def __init__(
@@ -38,13 +75,23 @@ class ClassificationModule(LightningModule):
         learning_rate: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        lr_schedule: str = "linear",
+        lr_schedule_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if lr_schedule not in SCHEDULES:
+            raise TbxFinetuneError(f"model.init_args.lr_schedule={lr_schedule!r}: use one of {', '.join(SCHEDULES)}")
+        if learning_rate <= 0:
+            raise TbxFinetuneError(f"model.init_args.learning_rate={learning_rate}: must be > 0")
         self.num_labels = num_labels
         self.label_names = list(label_names) if label_names else [str(i) for i in range(num_labels)]
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.warmup_ratio = warmup_ratio
+        self.optimizer = optimizer
+        self.lr_schedule = lr_schedule
+        self.lr_schedule_kwargs = dict(lr_schedule_kwargs or {})
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes=num_labels, average="micro"),
@@ -99,27 +146,26 @@ class ClassificationModule(LightningModule):
         confidence, label_ids = probs.max(dim=-1)
         return {"label_ids": label_ids, "probabilities": confidence}
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        """AdamW over two groups (decay / no decay) and a linear warmup-then-decay schedule per step.
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (BERT's decay / no-decay split); subclasses may add ``lr_scale``d ones."""
+        return decay_groups(self, weight_decay=self.weight_decay)
 
-        Biases and normalisation/embedding weights are excluded from weight decay, as in BERT's recipe;
-        the schedule's length comes from Lightning so accumulation, epochs and max_steps are all honoured.
+    def configure_optimizers(self) -> dict[str, Any]:
+        """The injected optimizer over ``parameter_groups`` and the named schedule, stepped every optimizer step.
+
+        The schedule's length comes from Lightning, so accumulation, epochs and max_steps are all honoured.
         """
-        decay, no_decay = [], []
-        for module in self.modules():
-            for name, param in module.named_parameters(recurse=False):
-                if not param.requires_grad:
-                    continue
-                (no_decay if name == "bias" or isinstance(module, _NO_DECAY) else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.weight_decay, "name": "decay"},
-                {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"},
-            ],
-            lr=self.learning_rate,
-        )
+        optimizer = self.optimizer(self.parameter_groups())
+        for group in optimizer.param_groups:
+            group["lr"] = self.learning_rate * group.get("lr_scale", 1.0)
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        scheduler = get_linear_schedule_with_warmup(
-            optimizer, num_warmup_steps=int(self.warmup_ratio * total_steps), num_training_steps=total_steps
+        scheduler = get_scheduler(
+            self.lr_schedule,
+            optimizer,
+            num_warmup_steps=int(self.warmup_ratio * total_steps),
+            num_training_steps=total_steps,
+            scheduler_specific_kwargs=self.lr_schedule_kwargs,
         )
+        if self.lr_schedule == SchedulerType.REDUCE_ON_PLATEAU.value:
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,11 +1,20 @@
-"""Text classification over any ``AutoModelForSequenceClassification`` checkpoint (hub name or folder)."""
+"""Text classification over any ``AutoModelForSequenceClassification`` checkpoint (hub name or folder).
+
+``export_pretrained`` writes the trained network with its tokenizer as a Hugging Face folder (``config.json``
+with the label names, weights, tokenizer files) that ``transformers.pipeline("text-classification", model=...)``,
+``from_pretrained`` or another config's ``model.init_args.model_name_or_path`` loads as it is.
+"""
 
 from __future__ import annotations
+
+import os
+from typing import Any
 
 import torch
 from transformers import AutoModelForSequenceClassification
 
 from common.assets import load_pretrained
+from common.errors import TbxFinetuneError
 from modules.classifier import ClassificationModule
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -29,9 +38,10 @@ class TextClassifier(ClassificationModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         trust_remote_code: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_labels, label_names, learning_rate, weight_decay, warmup_ratio)
-        self.save_hyperparameters(logger=False)
+        super().__init__(num_labels, label_names, learning_rate, weight_decay, warmup_ratio, **kwargs)
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)  # checkpoints hold no pickled callables
         self.model = load_pretrained(
             AutoModelForSequenceClassification.from_pretrained,
             model_name_or_path,
@@ -47,3 +57,19 @@ class TextClassifier(ClassificationModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
         return self.model(**inputs).logits
+
+    def export_pretrained(self, folder: str, datamodule: object) -> None:
+        """Write a Hugging Face model folder: weights, config (``id2label``/``label2id``) and the tokenizer.
+
+        ``datamodule`` is read duck-typed: its ``tokenizer`` (the one the data was tokenised with) is saved
+        beside the model, so the folder tokenises text as training did.
+        """
+        tokenizer = getattr(datamodule, "tokenizer", None)
+        if not hasattr(tokenizer, "save_pretrained"):
+            raise TbxFinetuneError(
+                f"--export_pretrained: a text model is exported with its tokenizer, and the datamodule "
+                f"{type(datamodule).__name__} has none; use a text datamodule (datamodules.TextDataModule)"
+            )
+        os.makedirs(folder, exist_ok=True)
+        self.model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)

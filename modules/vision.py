@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -18,7 +19,7 @@ from transformers import AutoConfig, AutoModelForImageClassification, ResNetConf
 
 from common.assets import image_processor_config, load_pretrained, locate
 from modules.augment import Augmentation, Preprocess, image_grid
-from modules.classifier import ClassificationModule
+from modules.classifier import ClassificationModule, decay_groups
 from modules.finetuning import StagedUnfreeze
 
 SAMPLE_TAG = "train/augmented_inputs"
@@ -83,9 +84,13 @@ class ImageClassifier(ClassificationModule):
         backbone_lr_factor: float = 0.1,
         log_samples: bool = True,
         trust_remote_code: bool = False,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(num_labels, label_names, learning_rate, weight_decay, warmup_ratio)
-        self.save_hyperparameters(logger=False)
+        super().__init__(num_labels, label_names, learning_rate, weight_decay, warmup_ratio, **kwargs)
+        self.save_hyperparameters(ignore=["optimizer"], logger=False)  # checkpoints hold no pickled callables
+        for key, value in self.hparams.items():  # ... nor pickled classes: weights_only=True loads plain data only
+            if is_dataclass(value):
+                self.hparams[key] = asdict(value)
         heads = {
             "num_labels": num_labels,
             "id2label": dict(enumerate(self.label_names)),
@@ -139,18 +144,43 @@ class ImageClassifier(ClassificationModule):
         return {**batch, "pixel_values": pp.normalize(images)}
 
     def _log_samples(self, images: torch.Tensor) -> None:
+        """Write one grid of augmented inputs into every TensorBoard-like logger, on global rank 0.
+
+        A logger counts when its ``experiment`` has ``add_image`` (tensorboardX's and torch's SummaryWriter
+        alike); modules may not import ``loggers``, hence the duck typing. CSV and other loggers are skipped.
+        """
         self._samples_logged = True
-        logger = self.logger if self._trainer is not None else None
-        if logger is not None and hasattr(logger, "log_image"):
-            logger.log_image(SAMPLE_TAG, image_grid(images[:32].detach().cpu()), step=self.global_step)
+        if self._trainer is None or not self.trainer.is_global_zero:
+            return
+        grid = None
+        for logger in self.loggers:
+            add_image = getattr(getattr(logger, "experiment", None), "add_image", None)
+            if callable(add_image):
+                grid = image_grid(images[:32].detach().cpu()) if grid is None else grid
+                add_image(SAMPLE_TAG, grid, global_step=self.global_step)
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """With a staged fine-tune, the backbone's groups run at ``backbone_lr_factor`` times the head's rate."""
+        if self.hparams.freeze_backbone_epochs <= 0:
+            return super().parameter_groups()
+        backbone = set(self.backbone.parameters())
+        return [
+            *decay_groups(self, weight_decay=self.weight_decay, exclude=backbone),
+            *decay_groups(self.backbone, "backbone", self.hparams.backbone_lr_factor, self.weight_decay),
+        ]
 
     def configure_callbacks(self) -> list[Callback]:
         if self.hparams.freeze_backbone_epochs <= 0:
             return []
-        return [StagedUnfreeze(self.hparams.freeze_backbone_epochs, self.hparams.backbone_lr_factor)]
+        return [StagedUnfreeze(self.hparams.freeze_backbone_epochs)]
 
-    def export_pretrained(self, folder: str, image_size: int) -> None:
-        """Write a Hugging Face model folder: weights + config (with label names) + preprocessor config."""
+    def export_pretrained(self, folder: str, datamodule: object) -> None:
+        """Write a Hugging Face model folder: weights + config (with label names) + preprocessor config.
+
+        ``datamodule`` is read duck-typed: its ``image_size`` (the side the loaders produce) goes into the
+        preprocessor config, with this model's normalisation.
+        """
+        image_size = datamodule.image_size
         os.makedirs(folder, exist_ok=True)
         self.model.save_pretrained(folder)
         processor = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
@@ -42,5 +43,5 @@ def build_tiny_resnet(folder: Path, num_channels: int = 1) -> Path:
 
     torch.manual_seed(0)
     model = ImageClassifier(None, num_labels=10, resnet=ResNetSpec(**TINY_RESNET), num_channels=num_channels)
-    model.export_pretrained(str(folder), image_size=28)
+    model.export_pretrained(str(folder), SimpleNamespace(image_size=28))  # duck-types a datamodule
     return folder
