@@ -182,6 +182,12 @@ def prepare_splits(
     names = label_names_of(splits["train"], label_column, labels)
     if len(names) < 2:
         raise TbxFinetuneError(f"train split has {len(names)} distinct label(s) {names}; a classifier needs two")
+    empty = sorted(set(names) - set(label_texts(splits["train"], label_column, "train")))
+    if empty:  # a class the model would have an output for but never see
+        raise TbxFinetuneError(
+            f"train split: class(es) {empty[:10]} have no examples; add examples or list the classes to keep in "
+            "data.labels"
+        )
     limits = max_samples if isinstance(max_samples, dict) else dict.fromkeys(splits, max_samples)
     unknown_keys = set(limits) - set(splits)
     if unknown_keys:

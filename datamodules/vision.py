@@ -113,7 +113,6 @@ class ImageDataModule(ClassificationDataModule):
         source = load_image_source(
             hp.dataset, hp.data_dir, hp.data_files, hp.dataset_config, hp.image_column, hp.label_column, hp.class_names
         )
-        self._require_every_class(source)
         splits, names = prepare_splits(
             source.splits,
             source.label_column,
@@ -128,20 +127,6 @@ class ImageDataModule(ClassificationDataModule):
             for name, split in splits.items():
                 check_images(split, source.image_column, name)
         self._source, self._splits, self._label_names = source, splits, names
-
-    def _require_every_class(self, source: ImageSource) -> None:
-        """A named class with no training image at all is a data error, not a class the model never sees."""
-        train = source.splits.get("train")
-        feature = train.features.get(source.label_column) if train is not None else None
-        if not isinstance(feature, datasets.ClassLabel):
-            return
-        counts = np.bincount(np.asarray(train[source.label_column]), minlength=feature.num_classes)
-        wanted = set(self.hparams.labels or feature.names)
-        empty = [name for name, count in zip(feature.names, counts, strict=True) if count == 0 and name in wanted]
-        if empty:
-            raise TbxFinetuneError(
-                f"train split: class(es) {empty} have no images; add images or list the classes to keep in data.labels"
-            )
 
     @property
     def predict_inputs(self) -> list[str]:

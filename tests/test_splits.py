@@ -134,3 +134,13 @@ def test_repeated_names_in_the_labels_list_are_an_error() -> None:
 def test_a_label_column_of_lists_is_an_error() -> None:
     with pytest.raises(TbxFinetuneError, match="train split: column 'label' holds List"):
         prepare({"train": dataset([["a"], ["b"]] * 6)})
+
+
+def test_a_class_without_training_examples_is_an_error() -> None:
+    """Named in data.labels or in a ClassLabel, but absent from train: the model would never see it."""
+    splits = {"train": dataset(["pos", "neg"] * 4), "test": dataset(["pos", "neg", "neutral"])}
+    with pytest.raises(TbxFinetuneError, match=r"train split: class\(es\) \['neutral'\] have no examples"):
+        prepare(splits, labels=["pos", "neg", "neutral"])
+    named = datasets.ClassLabel(names=["cat", "dog", "bird"])
+    with pytest.raises(TbxFinetuneError, match=r"\['bird'\] have no examples"):
+        prepare({"train": dataset([0, 1] * 8, named)})
