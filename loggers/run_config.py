@@ -1,14 +1,12 @@
 """Saves LightningCLI's config into the run directory and hands it to the logger as hyperparameters.
 
-Lightning's own ``SaveConfigCallback`` writes to ``trainer.log_dir``, which for any logger other than its
-stock TensorBoard/CSV loggers is the shared ``save_dir``: the second run then refuses to overwrite the first
-run's ``config.yaml``. This subclass writes into the run's own ``version_N`` folder, makes every DDP rank
-agree on that folder first, and sends the flattened config to the HPARAMS tab.
+Lightning's own ``SaveConfigCallback`` writes ``config.yaml`` to ``trainer.log_dir``, which is the run's own
+``version_N`` folder because ``TensorBoardXLogger`` is a ``TensorBoardLogger``. This subclass makes every DDP
+rank agree on that folder first (our version is allocated on rank 0 only), writes nothing for a run without a
+logger, and sends the flattened config to the HPARAMS tab.
 """
 
 from __future__ import annotations
-
-import os
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
@@ -32,30 +30,15 @@ table."""
 class RunConfigCallback(SaveConfigCallback):
     """``config.yaml`` in ``runs/<name>/version_<n>/`` plus the flattened config as the run's hparams."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        kwargs["save_to_log_dir"] = False
-        super().__init__(*args, **kwargs)
-
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.logger is None:
+            return  # no run folder: nowhere to save the config
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardXLogger):
                 logger.agree_on_version(trainer.strategy.broadcast)
         super().setup(trainer, pl_module, stage)
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Runs on global rank 0 only (Lightning's contract for this hook)."""
-        logger = trainer.logger
-        if logger is None:
-            return
-        log_dir = getattr(logger, "log_dir", None) or logger.save_dir
-        if log_dir is not None:
-            os.makedirs(log_dir, exist_ok=True)
-            self.parser.save(
-                self.config,
-                os.path.join(log_dir, self.config_filename),
-                skip_none=False,
-                overwrite=self.overwrite,
-                multifile=self.multifile,
-            )
+        """Runs on global rank 0 only, after ``config.yaml`` is written (Lightning's contract for this hook)."""
         flat = flat_params(self.config.as_dict())
-        logger.log_hyperparams({k: v for k, v in flat.items() if not k.startswith(_NOT_HPARAMS)})
+        trainer.logger.log_hyperparams({k: v for k, v in flat.items() if not k.startswith(_NOT_HPARAMS)})

@@ -1,10 +1,12 @@
 """A Lightning logger that writes TensorBoard event files through tensorboardX only.
 
-Why not Lightning's stock ``TensorBoardLogger``: it silently switches to ``torch.utils.tensorboard`` when
-the ``tensorboard`` package is installed, its ``log_hyperparams`` writes a ``hp_metric = -1`` placeholder,
-and it picks ``version_N`` by listing directories, which races when two runs start together. This logger
-imports tensorboardX explicitly, writes the HPARAMS summaries into the run's own events file (so the
-table shows the run's real metrics), and allocates the version directory with an atomic ``mkdir``.
+Built on Lightning's own ``TensorBoardLogger`` (its folder layout ``save_dir/name/version_N``, so
+``trainer.log_dir`` is the run's folder and LightningCLI's config, a profiler or a user's callback land in the
+run), replacing what it gets wrong for us: it silently switches to ``torch.utils.tensorboard`` when the
+``tensorboard`` package is installed, its ``log_hyperparams`` writes a ``hp_metric = -1`` placeholder, and it
+picks ``version_N`` by listing directories, which races when two runs start together. This logger imports
+tensorboardX explicitly, writes the HPARAMS summaries into the run's own events file (so the table shows the
+run's real metrics), and allocates the version directory with an atomic ``mkdir``.
 
 This module is the only code in the project that touches tensorboardX.
 """
@@ -20,7 +22,8 @@ from typing import Any
 
 import torch
 from lightning.pytorch.core.saving import save_hparams_to_yaml
-from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
 from tensorboardX import SummaryWriter
 from tensorboardX.proto.api_pb2 import Status
@@ -45,7 +48,7 @@ _WRITERS_IN_PROCESS = itertools.count(1)
 _VERSION_DIR = re.compile(r"^version_(\d+)$")
 
 
-class TensorBoardXLogger(Logger):
+class TensorBoardXLogger(TensorBoardLogger):
     """Writes scalars, hyperparameters and (through callbacks) histograms to ``save_dir/name/version_N``.
 
     Args:
@@ -76,16 +79,12 @@ class TensorBoardXLogger(Logger):
         max_queue: int = 100,
         purge_step: int | None = None,
     ) -> None:
-        super().__init__()
-        self._save_dir = os.fspath(save_dir)
-        self._name = name
-        self._version = version
+        super().__init__(save_dir, name=name, version=version, log_graph=log_graph, default_hp_metric=False)
         self._hparams_metrics = list(hparams_metrics)
         self._log_graph = log_graph
         self._flush_secs = flush_secs
         self._max_queue = max_queue
         self._purge_step = purge_step
-        self._experiment: SummaryWriter | None = None
         self._writers_opened = 0
         self._last_points: dict[str, tuple[int | None, float]] = {}
         self.hparams: dict[str, Any] = {}
@@ -94,29 +93,11 @@ class TensorBoardXLogger(Logger):
 
     # ----------------------------------------------------------------------------------------- paths
     @property
-    def name(self) -> str:
-        return self._name
-
-    @property
     def version(self) -> int | str | None:
         """The run's version; allocated on first access on rank 0, received by broadcast elsewhere."""
         if self._version is None and rank_zero_only.rank == 0:
             self._version = self._allocate_version()
         return self._version
-
-    @property
-    def save_dir(self) -> str:
-        return self._save_dir
-
-    @property
-    def root_dir(self) -> str:
-        return os.path.join(self._save_dir, self._name)
-
-    @property
-    def log_dir(self) -> str:
-        version = self.version
-        folder = version if isinstance(version, str) else f"version_{version}"
-        return os.path.join(self.root_dir, folder)
 
     def _allocate_version(self) -> int:
         """Claim the next free ``version_N`` with ``os.mkdir``, which fails if another run won the race."""
@@ -217,9 +198,9 @@ class TensorBoardXLogger(Logger):
         """Write ``hparams.yaml`` when the hyperparameters changed.
 
         Lightning calls this after every ``log_metrics``; flushing or rewriting files there cost ~8 ms per
-        log step. Events reach the disk through the writer thread every ``flush_secs`` and at ``finalize``.
+        log step (Lightning's TensorBoardLogger flushes here). Events reach the disk through the writer thread
+        every ``flush_secs`` and at ``finalize``.
         """
-        super().save()
         if self._experiment is None or not self.hparams or self._hparams_saved == self.hparams:
             return
         save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
@@ -242,12 +223,6 @@ class TensorBoardXLogger(Logger):
         self.save()
         self._experiment.close()
         self._experiment = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        """``ddp_spawn`` pickles the logger: the open writer stays behind."""
-        state = self.__dict__.copy()
-        state["_experiment"] = None
-        return state
 
 
 def _session_end(status: str) -> Summary:

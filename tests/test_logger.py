@@ -23,6 +23,14 @@ def test_paths_follow_save_dir_name_version(tmp_path: Path) -> None:
     assert TensorBoardXLogger(save_dir=str(tmp_path), name="exp", version="named").log_dir.endswith("exp/named")
 
 
+def test_trainer_log_dir_is_the_run_folder(tmp_path: Path) -> None:
+    """Whatever writes to ``trainer.log_dir`` (LightningCLI's config, a profiler, a user's callback) lands in the run."""
+    from lightning.pytorch import Trainer
+
+    logger = TensorBoardXLogger(save_dir=str(tmp_path), name="exp")
+    assert Trainer(logger=logger, enable_progress_bar=False).log_dir == str(tmp_path / "exp" / "version_0")
+
+
 def test_metrics_and_hparams_are_readable_by_tensorboard(tmp_path: Path) -> None:
     logger = TensorBoardXLogger(save_dir=str(tmp_path), name="exp")
     logger.log_hyperparams({"model": {"lr": 0.1, "layers": [1, 2]}, "data": {"name": "x", "flag": True}, "none": None})
