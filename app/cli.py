@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Ri
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from app.lifecycle import CheckpointRequest, InterruptCheckpoint, PredictionWriter, best_weights
+from app.lifecycle import CheckpointRequest, InterruptCheckpoint, PredictionWriter, best_checkpoint, best_weights
 from common.errors import TbxFinetuneError
 from loggers.gradients import GradNormMonitor
 from loggers.health import NonFiniteGuard
@@ -95,7 +95,7 @@ class FinetuneCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.config[self.subcommand].get("test_after_fit"):
-            best = self.trainer.checkpoint_callback.best_model_path if self.trainer.checkpoint_callback else ""
+            best = best_checkpoint(self.trainer)
             self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
         folder = self.config[self.subcommand].get("export_pretrained")
         if folder:
@@ -116,7 +116,8 @@ class FinetuneCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the rich progress bar unless the config turned progress bars off."""
-        trainer_config = self._get(self.config_init, "trainer", default={})
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_config = config.get("trainer") or {}
         if trainer_config.get("enable_progress_bar") is not False and "callbacks" not in kwargs:
             kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), RichProgressBar()]
         return super().instantiate_trainer(**kwargs)

@@ -102,9 +102,14 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
     )
 
 
+def best_checkpoint(trainer: Trainer) -> str:
+    """The path of the best checkpoint ModelCheckpoint kept in this fit, ``""`` when there is none."""
+    return trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+
+
 def best_weights(trainer: Trainer) -> tuple[str, dict[str, torch.Tensor] | None]:
     """The best checkpoint's path and ``state_dict`` (loaded safely), or ``("", None)`` when there is none."""
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    best = best_checkpoint(trainer)
     return (best, load_checkpoint(best)["state_dict"]) if best else ("", None)
 
 

@@ -1,6 +1,9 @@
-"""Shared leaves every layer may import: the user-facing error type and the ``pkg://`` / pretrained locator.
+"""Shared leaves every layer may import.
 
-Imports nothing of this project (only the standard library and transformers), so ``modules``, ``datamodules``,
-``loggers`` and ``app`` can all use it without importing each other. The layers contract in ``pyproject.toml``
-(import-linter) keeps it that way.
+``errors.py`` TbxFinetuneError, the one error type the CLI prints without a traceback; ``assets.py`` the
+``pkg://`` locator and ``from_pretrained`` with one clear error; ``lightning_state.py`` the one wrapper of
+Lightning's private pieces we use (its test fails on an upgrade that moves them).
+
+Imports no package of this project, only libraries (transformers, Lightning), so ``modules``, ``datamodules``,
+``loggers`` and ``app`` can all use it. The layers contract in ``pyproject.toml`` (import-linter) keeps it so.
 """

@@ -45,7 +45,7 @@ class GradNormMonitor(Callback):
 
     Args:
         every_n_steps: Log every this many optimizer steps (the step index is the optimizer step); 0 turns
-            the monitor off (``stop_on_nonfinite`` still checks every step).
+            the monitor off.
         norm_type: The p of the p-norm (2.0: Euclidean; ``inf``: max abs).
         group_depth: Module names kept when grouping parameters into layers (``None``: automatic).
         bins: Buckets per histogram.

@@ -102,11 +102,19 @@ class NonFiniteGuard(Callback):
     """Stop training with one clear error at the first NaN/inf training loss or (opt-in) gradient.
 
     Args:
-        gradients: Also check every optimizer step's gradients (one fused norm over all of them per step).
+        gradients: Also check every optimizer step's gradients (one fused norm over all of them per step); not
+            with 16-mixed precision, whose grad scaler skips such steps by design.
     """
 
     def __init__(self, gradients: bool = False) -> None:
         self.gradients = gradients
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.gradients and getattr(trainer.precision_plugin, "scaler", None) is not None:
+            raise TbxFinetuneError(
+                "nonfinite.gradients=true with 16-mixed precision: its grad scaler makes non-finite gradients on "
+                "purpose and skips those steps; drop nonfinite.gradients (a NaN loss still stops the run)"
+            )
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs

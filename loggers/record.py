@@ -85,14 +85,14 @@ class TensorBoardRecord:
         The input goes through the module's batch-transfer hooks first, as a real batch would (device move,
         on-device normalisation); a dict batch is one argument, its tensors become the traced inputs.
         """
-        if isinstance(model, LightningModule):  # the public batch-transfer hooks, in Lightning's order
-            input_array = model.on_before_batch_transfer(input_array, 0)
-            input_array = model.transfer_batch_to_device(input_array, model.device, 0)
-            input_array = model.on_after_batch_transfer(input_array, 0)
-        inputs = (input_array,) if isinstance(input_array, Mapping) else input_array
         was_training = model.training
-        model.eval()
+        model.eval()  # before the hooks too: an eval batch is not augmented
         try:
+            if isinstance(model, LightningModule):  # the public batch-transfer hooks, in Lightning's order
+                input_array = model.on_before_batch_transfer(input_array, 0)
+                input_array = model.transfer_batch_to_device(input_array, model.device, 0)
+                input_array = model.on_after_batch_transfer(input_array, 0)
+            inputs = (input_array,) if isinstance(input_array, Mapping) else input_array
             with jit_tracing(), warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore", torch.jit.TracerWarning)
                 self.writer.add_graph(model, inputs, use_strict_trace=False)

@@ -33,6 +33,8 @@ from common.lightning_state import logging_step
 from loggers.histograms import HistogramStats, histogram_summary
 from loggers.record import TensorBoardRecord, tensorboard_records
 
+SAMPLE_TAG = "train/augmented_inputs"
+"""The IMAGES tag of the grid of augmented training inputs an image model keeps in ``sample_grid``."""
 _MIN_COUNT = 1e-7  # TensorBoard's pr_curve plugin divides by max(count, 1e-7) too
 
 
@@ -107,6 +109,15 @@ class ValidationVisuals(Callback):
             example = _first_examples(trainer, count=2)
             for record in records:
                 record.graph(pl_module, example)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        """A model that keeps a picture of its (augmented) inputs gets it written once, then drops it."""
+        sample = getattr(pl_module, "sample_grid", None)  # (step, CHW image)
+        if sample is None:
+            return
+        pl_module.sample_grid = None
+        for record in tensorboard_records(trainer.loggers):
+            record.image(SAMPLE_TAG, sample[1], sample[0])
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._active(trainer):

@@ -21,8 +21,9 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
-from transformers import SchedulerType, get_scheduler
+from transformers import AutoConfig, SchedulerType, get_scheduler
 
+from common.assets import load_pretrained
 from common.errors import TbxFinetuneError
 
 STAGES = ("train", "val", "test")
@@ -82,6 +83,7 @@ class ClassificationModule(LightningModule):
         super().__init__()
         if lr_schedule not in SCHEDULES:
             raise TbxFinetuneError(f"model.init_args.lr_schedule={lr_schedule!r}: use one of {', '.join(SCHEDULES)}")
+        _try_schedule(lr_schedule, lr_schedule_kwargs or {})
         if learning_rate <= 0:
             raise TbxFinetuneError(f"model.init_args.learning_rate={learning_rate}: must be > 0")
         self.num_labels = num_labels
@@ -169,3 +171,29 @@ class ClassificationModule(LightningModule):
         if self.lr_schedule == SchedulerType.REDUCE_ON_PLATEAU.value:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def check_label_order(name_or_path: str, label_names: list[str], key: str, **kwargs: Any) -> None:
+    """A checkpoint fine-tuned on these very classes in another order would keep its head, rows now under the wrong
+    names (``from_pretrained`` relabels a head of the same size): refuse it, naming the order to use."""
+    config = load_pretrained(AutoConfig.from_pretrained, name_or_path, key=key, **kwargs)
+    id2label = getattr(config, "id2label", None) or {}
+    trained = [str(id2label[i]) for i in sorted(id2label)]
+    if sorted(trained) == sorted(label_names) and trained != list(label_names):
+        raise TbxFinetuneError(
+            f"{key}={name_or_path!r} was fine-tuned on the labels {trained} in that order, the data gives "
+            f"{list(label_names)}: set data.labels: {trained} (the head's rows follow that order)"
+        )
+
+
+def _try_schedule(name: str, kwargs: dict[str, Any]) -> None:
+    """Build the schedule once on a throwaway optimizer, so a missing or misspelled ``lr_schedule_kwargs`` key is
+    one clear error now, not a traceback when fit starts (transformers checks them only when building)."""
+    probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    try:
+        get_scheduler(name, probe, num_warmup_steps=1, num_training_steps=10, scheduler_specific_kwargs=kwargs)
+    except (TypeError, ValueError) as err:
+        raise TbxFinetuneError(
+            f"model.init_args.lr_schedule_kwargs={kwargs} do not fit lr_schedule={name!r} ({err}); see that schedule "
+            "in transformers.optimization for its arguments"
+        ) from err

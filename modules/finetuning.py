@@ -42,4 +42,5 @@ class StagedUnfreeze(BaseFinetuning):
         return {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Checkpoints of the earlier version stored param groups to re-add; the groups now exist from the start."""
+        """Nothing to restore. (A checkpoint of this project before the groups existed from the start has fewer
+        optimizer groups than the model now builds: Lightning refuses to load its optimizer state.)"""

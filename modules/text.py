@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification
 
 from common.assets import load_pretrained
 from common.errors import TbxFinetuneError
-from modules.classifier import ClassificationModule
+from modules.classifier import ClassificationModule, check_label_order
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -42,10 +42,12 @@ class TextClassifier(ClassificationModule):
     ) -> None:
         super().__init__(num_labels, label_names, learning_rate, weight_decay, warmup_ratio, **kwargs)
         self.save_hyperparameters(ignore=["optimizer"], logger=False)  # checkpoints hold no pickled callables
+        key = "model.model_name_or_path"
+        check_label_order(model_name_or_path, self.label_names, key, trust_remote_code=trust_remote_code)
         self.model = load_pretrained(
             AutoModelForSequenceClassification.from_pretrained,
             model_name_or_path,
-            key="model.model_name_or_path",
+            key=key,
             num_labels=num_labels,
             id2label=dict(enumerate(self.label_names)),
             label2id={name: i for i, name in enumerate(self.label_names)},

@@ -19,11 +19,8 @@ from transformers import AutoConfig, AutoModelForImageClassification, ResNetConf
 
 from common.assets import image_processor_config, load_pretrained, locate
 from modules.augment import Augmentation, Preprocess, image_grid
-from modules.classifier import ClassificationModule, decay_groups
+from modules.classifier import ClassificationModule, check_label_order, decay_groups
 from modules.finetuning import StagedUnfreeze
-
-SAMPLE_TAG = "train/augmented_inputs"
-"""The IMAGES tab tag of the one grid of augmented training inputs logged per fit."""
 
 
 @dataclass
@@ -61,7 +58,8 @@ class ImageClassifier(ClassificationModule):
         augmentation: Train-time augmentation on the device; ``None`` (default): none.
         freeze_backbone_epochs: Train only the new head for this many epochs, then unfreeze the backbone.
         backbone_lr_factor: The unfrozen backbone's learning rate as a fraction of ``learning_rate``.
-        log_samples: Log one grid of augmented training inputs (TensorBoard IMAGES tab) per fit.
+        log_samples: Keep one grid of augmented training inputs per fit in ``sample_grid``, for the visual record
+            (``loggers.visuals`` writes it to TensorBoard's IMAGES tab as ``train/augmented_inputs``).
         trust_remote_code: Allow the checkpoint's own Python code to run; off unless the config says so.
         **kwargs: See ``ClassificationModule``.
     """
@@ -97,14 +95,17 @@ class ImageClassifier(ClassificationModule):
             "label2id": {name: i for i, name in enumerate(self.label_names)},
         }
         processor: dict = {}
+        if isinstance(augmentation, dict):  # hparams of a checkpoint hold dataclasses as dicts (see above)
+            augmentation = Augmentation(**augmentation)
         if model_name_or_path is None:
-            spec = resnet or ResNetSpec()
+            spec = ResNetSpec(**resnet) if isinstance(resnet, dict) else resnet or ResNetSpec()
             config = ResNetConfig(num_channels=num_channels, **vars(spec), **heads)
             self.model = ResNetForImageClassification(config)
         else:
             name, key = locate(model_name_or_path), "model.model_name_or_path"
             common = {"trust_remote_code": trust_remote_code}
             if pretrained:
+                check_label_order(name, self.label_names, key, **common)
                 self.model = load_pretrained(
                     AutoModelForImageClassification.from_pretrained,
                     name,
@@ -125,7 +126,8 @@ class ImageClassifier(ClassificationModule):
             channels,
             augmentation,
         )
-        self._samples_logged = not log_samples
+        self._samples_taken = not log_samples
+        self.sample_grid: tuple[int, torch.Tensor] | None = None
 
     @property
     def backbone(self) -> torch.nn.Module:
@@ -139,25 +141,11 @@ class ImageClassifier(ClassificationModule):
         """Preprocess on the device; ``self.training`` is False in validation, test and predict."""
         pp = self.preprocess
         images = pp.augment(pp.to_unit(batch["pixel_values"]))
-        if self.training and not self._samples_logged:
-            self._log_samples(images)
+        if self.training and not self._samples_taken:
+            self._samples_taken = True
+            # (step, grid), written by loggers.visuals and then dropped
+            self.sample_grid = (self.global_step, image_grid(images[:32].detach().cpu()))
         return {**batch, "pixel_values": pp.normalize(images)}
-
-    def _log_samples(self, images: torch.Tensor) -> None:
-        """Write one grid of augmented inputs into every TensorBoard-like logger, on global rank 0.
-
-        A logger counts when its ``experiment`` has ``add_image`` (tensorboardX's and torch's SummaryWriter
-        alike); modules may not import ``loggers``, hence the duck typing. CSV and other loggers are skipped.
-        """
-        self._samples_logged = True
-        if self._trainer is None or not self.trainer.is_global_zero:
-            return
-        grid = None
-        for logger in self.loggers:
-            add_image = getattr(getattr(logger, "experiment", None), "add_image", None)
-            if callable(add_image):
-                grid = image_grid(images[:32].detach().cpu()) if grid is None else grid
-                add_image(SAMPLE_TAG, grid, global_step=self.global_step)
 
     def parameter_groups(self) -> list[dict[str, Any]]:
         """With a staged fine-tune, the backbone's groups run at ``backbone_lr_factor`` times the head's rate."""

@@ -23,9 +23,9 @@ from datamodules import TextDataModule
 from datamodules.vision import ImageDataModule
 from loggers.gradients import GradNormMonitor
 from loggers.health import NonFiniteGuard
-from loggers.visuals import ValidationVisuals
+from loggers.visuals import SAMPLE_TAG, ValidationVisuals
 from modules import TextClassifier
-from modules.vision import SAMPLE_TAG, ImageClassifier, ResNetSpec
+from modules.vision import ImageClassifier, ResNetSpec
 
 VAL_ROWS = 15  # the validation split of conftest.sentiment_csv
 GRAD_STEPS = [0, 2, 4, 6]  # every 2nd of 2 epochs x 4 optimizer steps

@@ -96,6 +96,13 @@ def test_export_loads_as_model_name_or_path_and_predicts_the_same(exported: dict
         assert float(row["probability"]) == pytest.approx(float(best["probability"]), abs=1e-5)
 
 
+def test_export_reused_with_its_labels_in_another_order_is_refused(exported: dict) -> None:
+    """The head's rows follow the export's label order: the same classes sorted otherwise would swap every name."""
+    with pytest.raises(TbxFinetuneError, match=r"fine-tuned on the labels \['pos', 'neg'\] in that order"):
+        TextClassifier(str(exported["folder"]), num_labels=2, label_names=["neg", "pos"])
+    assert TextClassifier(str(exported["folder"]), num_labels=2, label_names=LABELS).label_names == LABELS
+
+
 def test_text_export_without_a_tokenizer_names_what_is_missing(tiny_bert: Path, tmp_path: Path) -> None:
     model = TextClassifier(str(tiny_bert), num_labels=2, label_names=LABELS)
     with pytest.raises(TbxFinetuneError, match="tokenizer"):

@@ -24,7 +24,7 @@ def test_paths_follow_save_dir_name_version(tmp_path: Path) -> None:
 
 
 def test_trainer_log_dir_is_the_run_folder(tmp_path: Path) -> None:
-    """Whatever writes to ``trainer.log_dir`` (LightningCLI's config, a profiler, a user's callback) lands in the run."""
+    """Whatever writes to ``trainer.log_dir`` (the CLI config, a profiler, a callback) lands in the run."""
     from lightning.pytorch import Trainer
 
     logger = TensorBoardXLogger(save_dir=str(tmp_path), name="exp")

@@ -12,9 +12,12 @@ import torch
 from conftest import load_events, run_cli, run_main, text_config, write_yaml
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.plugins.precision import MixedPrecision
 from vision_assets import TINY_RESNET
 
+from common.errors import TbxFinetuneError
 from loggers import TensorBoardXLogger
+from loggers.health import NonFiniteGuard
 from modules.vision import ImageClassifier, ResNetSpec
 
 
@@ -50,6 +53,11 @@ def test_sgd_and_cosine_schedule_from_the_command_line(tmp_path: Path, tiny_bert
     [
         (["--model.init_args.lr_schedule", "cosine_annealing"], "lr_schedule='cosine_annealing': use one of linear"),
         (["--model.init_args.learning_rate", "-0.001"], "learning_rate=-0.001: must be > 0"),
+        (["--model.init_args.lr_schedule", "warmup_stable_decay"], "do not fit lr_schedule='warmup_stable_decay'"),
+        (
+            ["--model.init_args.lr_schedule", "cosine", "--model.init_args.lr_schedule_kwargs", "{num_cycle: 2}"],
+            "unexpected keyword argument 'num_cycle'",
+        ),
     ],
 )
 def test_bad_optimizer_settings_stop_before_training(
@@ -110,3 +118,12 @@ def test_staged_unfreeze_resumes_after_the_unfreeze(tmp_path: Path) -> None:
     # Adam's state of a backbone weight counts both unfrozen epochs (2 + 2 steps): restored, not restarted
     backbone_state = trainer.optimizers[0].state[next(resumed.backbone.parameters())]
     assert int(backbone_state["step"]) == 4
+
+
+def test_gradient_guard_refuses_a_grad_scaler(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> None:
+    """fp16's grad scaler (16-mixed on a GPU) makes non-finite gradients on purpose: the guard would stop the run."""
+    from test_gradients import fit_tiny
+
+    scaler = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    with pytest.raises(TbxFinetuneError, match="nonfinite.gradients=true with 16-mixed"):
+        fit_tiny(tmp_path, tiny_bert, sentiment_csv, [NonFiniteGuard(gradients=True)], plugins=[scaler])

@@ -16,8 +16,9 @@ from vision_assets import MNIST_CSV, TINY_RESNET, build_tiny_resnet, write_image
 
 from common.errors import TbxFinetuneError
 from datamodules.vision import ImageDataModule
+from loggers.visuals import SAMPLE_TAG
 from modules.augment import Augmentation
-from modules.vision import SAMPLE_TAG, ImageClassifier, ResNetSpec
+from modules.vision import ImageClassifier, ResNetSpec
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 SMALL = {"train": 96, "val": 32, "test": 32}
