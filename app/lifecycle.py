@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import signal
 import threading
 from dataclasses import dataclass
@@ -43,15 +44,22 @@ from loggers.tensorboardx import TensorBoardXLogger
 
 LAST = "last"
 LAST_FILE = "last.ckpt"
-LIGHTNING_ALIASES = ("last", "best", "hpc", "registry")
-"""Values of ``ckpt_path`` that Lightning resolves itself (``last`` is ours for ``fit``)."""
+LIGHTNING_ALIASES = ("best", "hpc", "registry")
+"""Values of ``ckpt_path`` that Lightning resolves itself (``last`` is ours)."""
+_NUMBERED_RUN = re.compile(r"^version_(\d+)$")
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
-def find_last_checkpoint(root_dir: str) -> Path | None:
-    """The ``version_*/checkpoints/last.ckpt`` under ``root_dir`` written most recently, if any."""
-    candidates = [p for p in Path(root_dir).glob(f"*/checkpoints/{LAST_FILE}") if p.is_file()]
-    return max(candidates, key=lambda p: p.stat().st_mtime_ns, default=None)
+def find_last_checkpoint(root_dir: str, version: int | str | None = None) -> Path | None:
+    """``last.ckpt`` of the run the config names (``trainer.logger.init_args.version``), else of the highest
+    ``version_<n>`` under ``root_dir`` that has one: deterministic, whatever wrote last."""
+    if version is not None:
+        folder = version if isinstance(version, str) else f"version_{version}"
+        path = Path(root_dir) / folder / "checkpoints" / LAST_FILE
+        return path if path.is_file() else None
+    numbered = [(int(m.group(1)), p) for p in Path(root_dir).glob(f"version_*/checkpoints/{LAST_FILE}")
+                if (m := _NUMBERED_RUN.match(p.parent.parent.name)) and p.is_file()]  # fmt: skip
+    return max(numbered, default=(None, None))[1]
 
 
 def run_folder_of(ckpt_path: str | os.PathLike, root_dir: str) -> str | None:
@@ -116,69 +124,81 @@ def best_weights(trainer: Trainer) -> tuple[str, dict[str, torch.Tensor] | None]
 # ------------------------------------------------------------------------------------------------- resume
 @dataclass
 class Resume:
-    """Continue run ``folder`` of the logger's ``root``, logging from ``step`` on."""
+    """Log into run ``folder`` of the logger's ``root``: ``fit`` continues it from ``step`` on (later points of
+    the crashed session hidden); ``validate``/``test``/``predict`` add their metrics to it (``step`` None)."""
 
     folder: str
-    step: int
+    step: int | None
 
 
 class CheckpointRequest:
     """What ``--ckpt_path`` asks of this command, resolved in the CLI's three phases.
 
     ``parse`` loads the file safely right after parsing (LightningCLI reads its hyperparameters next);
-    ``resolve`` turns ``fit --ckpt_path last`` into a file and decides whether the run continues a folder;
-    ``apply`` checks the weights against the built model and points the logger at the continued folder.
+    ``resolve`` turns ``last`` into a file and decides which run folder the command writes into: a checkpoint of
+    a run continues (``fit``) or adds to (the others) that run; ``validate``/``test``/``predict`` of anything
+    else write no run folder at all. ``apply`` checks the weights against the built model and points the
+    logger at that folder, or removes it.
     """
 
     def __init__(self) -> None:
         self.checkpoint: dict[str, Any] | None = None
         self.resume: Resume | None = None
+        self.no_run_folder = False
 
     def parse(self, config: Any) -> None:
         ckpt_path = config.get("ckpt_path")
-        if ckpt_path and ckpt_path not in LIGHTNING_ALIASES:
+        if ckpt_path and ckpt_path not in (LAST, *LIGHTNING_ALIASES):
             self.checkpoint = load_checkpoint(ckpt_path)
 
     def resolve(self, subcommand: str, config: Any) -> bool:
-        """Settle ``config["ckpt_path"]``; True when the run continues an existing folder (its config is rewritten)."""
+        """Settle ``config["ckpt_path"]``; True when ``fit`` continues an existing folder (its config is rewritten)."""
         if "weights_only" in config and config["weights_only"] is None:
             config["weights_only"] = True  # Lightning leaves it to torch.load's default; say it
-        root = logger_root(config)
-        if subcommand == "fit" and config.get("ckpt_path") == LAST:
-            found = find_last_checkpoint(root) if root else None
+        root, version = logger_root(config)
+        if config.get("ckpt_path") == LAST:
+            found = find_last_checkpoint(root, version) if root else None
+            if found is None and subcommand != "fit":
+                raise TbxFinetuneError(f"--ckpt_path last: no {root}/version_*/checkpoints/{LAST_FILE} to {subcommand}")
             if found is None:
-                rank_zero_info(f"tbx-finetune: --ckpt_path last: no {root}/*/checkpoints/last.ckpt, starting a new run")
+                rank_zero_info(f"tbx-finetune: --ckpt_path last: no {root}/version_*/checkpoints/{LAST_FILE}, new run")
             config["ckpt_path"] = str(found) if found else None
         ckpt_path = config.get("ckpt_path")
+        self.no_run_folder = subcommand != "fit"
         if not ckpt_path or ckpt_path in LIGHTNING_ALIASES:
             return False
         if self.checkpoint is None:
             self.checkpoint = load_checkpoint(ckpt_path)
-        folder = run_folder_of(ckpt_path, root) if subcommand == "fit" and root else None
+        folder = run_folder_of(ckpt_path, root) if root else None
         if folder:
-            self.resume = Resume(folder, int(self.checkpoint.get("global_step", 0)))
-        return self.resume is not None
+            step = int(self.checkpoint.get("global_step", 0)) if subcommand == "fit" else None
+            self.resume, self.no_run_folder = Resume(folder, step), False
+        return self.resume is not None and subcommand == "fit"
 
     def apply(self, model: torch.nn.Module, trainer: Trainer, ckpt_path: str | None) -> None:
         if self.checkpoint is not None:
             check_fits_model(self.checkpoint, model, ckpt_path)
             self.checkpoint = None  # Lightning loads it again when the run starts
-        if self.resume:
+        if self.no_run_folder:
+            trainer.logger = None  # metrics go to the console; predictions to --predictions.output_path or ./
+        elif self.resume:
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardXLogger):
                     logger.continue_run(self.resume.folder, self.resume.step)
 
 
-def logger_root(config: Any) -> str | None:
-    """``save_dir/name`` of the run's TensorBoardXLogger (where ``version_*`` folders are), if it uses ours."""
+def logger_root(config: Any) -> tuple[str | None, int | str | None]:
+    """``save_dir/name`` of the run's TensorBoardXLogger (where ``version_*`` folders are) and the version the
+    config names, if it uses ours."""
     logger = (config.get("trainer") or {}).get("logger")
     if not logger or not isinstance(logger.get("class_path"), str):
-        return None
+        return None, None
     module, _, name = logger["class_path"].rpartition(".")
     if name != TensorBoardXLogger.__name__ or module not in ("loggers", "loggers.tensorboardx"):
-        return None
+        return None, None
     init_args = logger.get("init_args") or {}
-    return os.path.join(str(init_args.get("save_dir", "runs")), str(init_args.get("name", "default")))
+    root = os.path.join(str(init_args.get("save_dir", "runs")), str(init_args.get("name", "default")))
+    return root, init_args.get("version")
 
 
 # ---------------------------------------------------------------------------------------------- interrupts

@@ -3,7 +3,8 @@
 Lightning's own ``SaveConfigCallback`` writes ``config.yaml`` to ``trainer.log_dir``, which is the run's own
 ``version_N`` folder because ``TensorBoardXLogger`` is a ``TensorBoardLogger``. This subclass makes every DDP
 rank agree on that folder first (our version is allocated on rank 0 only), writes nothing for a run without a
-logger, and sends the flattened config to the HPARAMS tab.
+logger nor for validate/test/predict (they add metrics to the run of their checkpoint, whose config and HPARAMS
+session stay the fit's), and sends the flattened config to the HPARAMS tab.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ class RunConfigCallback(SaveConfigCallback):
     """``config.yaml`` in ``runs/<name>/version_<n>/`` plus the flattened config as the run's hparams."""
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.logger is None:
-            return  # no run folder: nowhere to save the config
+        if trainer.logger is None or stage != "fit":
+            return  # no run folder, or validate/test/predict adding to a run: its fit's config and HPARAMS stand
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardXLogger):
                 logger.agree_on_version(trainer.strategy.broadcast)

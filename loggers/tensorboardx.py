@@ -117,8 +117,9 @@ class TensorBoardXLogger(TensorBoardLogger):
                 "point trainer.logger.init_args.save_dir at a writable folder"
             ) from err
 
-    def continue_run(self, version: int | str, purge_step: int) -> None:
-        """Log into an existing run folder (resume), hiding its old points at steps ≥ ``purge_step``."""
+    def continue_run(self, version: int | str, purge_step: int | None) -> None:
+        """Log into an existing run folder: a resumed fit hides the folder's points at steps ≥ ``purge_step``;
+        ``None`` (validate/test/predict of the run's checkpoint) adds to the run and hides nothing."""
         if self._experiment is not None:
             raise RuntimeError("continue_run must be called before anything is logged")
         self._version = version

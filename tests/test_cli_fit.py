@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,16 +77,38 @@ def test_fit_saves_config_and_checkpoints_in_the_run_dir(fitted: dict) -> None:
     assert len(list((run_dir / "checkpoints").glob("epoch*.ckpt"))) == 1
 
 
-def test_validate_and_test_from_checkpoint_log_metrics(fitted: dict) -> None:
-    ckpt = str(fitted["run_dir"] / "checkpoints" / "last.ckpt")
-    for stage in ("validate", "test"):
-        result = run_cli(stage, "--config", str(fitted["config"]), "--ckpt_path", ckpt)
+def test_validate_and_test_add_to_the_run_of_their_checkpoint(fitted: dict, tmp_path: Path) -> None:
+    """Metrics of validate/test join the checkpoint's run (its HPARAMS row); no empty version_N appears."""
+    runs = tmp_path / "runs"
+    shutil.copytree(fitted["runs"], runs)
+    run_dir = runs / "test" / "version_0"
+    config_before = (run_dir / "config.yaml").read_text()
+    validations_before = len(load_events(run_dir).Scalars("val/acc"))
+    save_dir = ("--trainer.logger.init_args.save_dir", str(runs))
+    for stage, ckpt in (("validate", str(run_dir / "checkpoints" / "last.ckpt")), ("test", "last")):
+        result = run_cli(stage, "--config", str(fitted["config"]), "--ckpt_path", ckpt, *save_dir)
         assert result.returncode == 0, result.stderr[-3000:]
-    versions = sorted(p.name for p in (fitted["runs"] / "test").iterdir())
-    assert versions == ["version_0", "version_1", "version_2"]
-    for version, stage in (("version_1", "val"), ("version_2", "test")):
-        scalars = set(load_events(fitted["runs"] / "test" / version).Tags()["scalars"])
-        assert {f"{stage}/acc", f"{stage}/f1", f"{stage}/loss"} <= scalars
+    assert sorted(p.name for p in (runs / "test").iterdir()) == ["version_0"]
+    events = load_events(run_dir)
+    assert len(events.Scalars("val/acc")) == validations_before + 1
+    assert {"test/acc", "test/f1", "test/loss"} <= set(events.Tags()["scalars"])
+    assert (run_dir / "config.yaml").read_text() == config_before  # the fit's config stands
+
+    outside = tmp_path / "elsewhere" / "model.ckpt"  # not a run's checkpoint: the metrics go to the console only
+    outside.parent.mkdir()
+    shutil.copy(run_dir / "checkpoints" / "last.ckpt", outside)
+    fresh = tmp_path / "fresh"
+    result = run_cli("validate", "--config", str(fitted["config"]), "--ckpt_path", str(outside),
+                     "--trainer.logger.init_args.save_dir", str(fresh))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "val/acc" in result.stdout and not fresh.exists()
+
+
+def test_nothing_to_test_is_one_clear_error(fitted: dict, tmp_path: Path) -> None:
+    result = run_cli("test", "--config", str(fitted["config"]), "--ckpt_path", "last",
+                     "--trainer.logger.init_args.save_dir", str(tmp_path / "empty"))  # fmt: skip
+    assert result.returncode == 2 and "--ckpt_path last: no " in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "empty").exists()
 
 
 def test_predict_writes_label_names_and_probabilities(fitted: dict, tmp_path: Path) -> None:

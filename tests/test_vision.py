@@ -79,9 +79,9 @@ def test_validate_test_predict_from_checkpoint(fitted: dict, tmp_path: Path) -> 
     for stage, extra in (("validate", []), ("test", []), ("predict", ["--predictions.output_path", str(out)])):
         result = run_cli(stage, "--config", str(fitted["config"]), "--ckpt_path", ckpt, *extra)
         assert result.returncode == 0, result.stderr[-3000:]
-    for version, stage in (("version_1", "val"), ("version_2", "test")):
-        scalars = set(load_events(fitted["runs"] / "vision" / version).Tags()["scalars"])
-        assert {f"{stage}/acc", f"{stage}/f1", f"{stage}/loss"} <= scalars
+    assert sorted(p.name for p in (fitted["runs"] / "vision").iterdir()) == ["version_0"]  # no empty run folders
+    scalars = set(load_events(fitted["run_dir"]).Tags()["scalars"])
+    assert {f"{stage}/{metric}" for stage in ("val", "test") for metric in ("acc", "f1", "loss")} <= scalars
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     assert len(rows) == SMALL["test"]
     assert rows[0]["input"] == "test[0]" and {r["label"] for r in rows} <= {str(d) for d in range(10)}
