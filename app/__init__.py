@@ -1,4 +1,5 @@
-"""The application, the top layer: the CLI (``cli.py``) and the run's lifecycle (``lifecycle.py``: checkpoints,
-resume, interrupts, predictions). It may import every other package; none of them imports it (the layers
+"""The application, the top layer: the CLI (``cli.py``), the checks of config values Lightning would not turn
+into a clean error (``config_checks.py``) and the run's lifecycle (``lifecycle.py``: checkpoints, resume,
+interrupts, predictions). It may import every other package; none of them imports it (the layers
 contract in ``pyproject.toml``, checked by ``tests/test_architecture.py``).
 """

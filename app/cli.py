@@ -18,9 +18,18 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from app.lifecycle import CheckpointRequest, InterruptCheckpoint, PredictionWriter, best_checkpoint, best_weights
+from app.config_checks import check_config
+from app.lifecycle import (
+    CheckpointRequest,
+    InterruptCheckpoint,
+    LastCheckpoint,
+    PredictionWriter,
+    best_checkpoint,
+    best_weights,
+)
 from common.errors import TbxFinetuneError
 from loggers.gradients import GradNormMonitor
 from loggers.health import NonFiniteGuard
@@ -45,11 +54,12 @@ class FinetuneCLI(LightningCLI):
             {
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
+                "checkpoint.save_last": False,  # last.ckpt is LastCheckpoint's, from step 1 on
                 "checkpoint.filename": "epoch{epoch}-step{step}",
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        parser.add_lightning_class_args(LastCheckpoint, "last_checkpoint")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         # the visual record is always wired in and configured by two top-level keys, so config fragments
         # compose (`--config quickstart.yaml --config visuals.yaml`) instead of replacing trainer.callbacks
@@ -85,7 +95,8 @@ class FinetuneCLI(LightningCLI):
             self._ckpt.parse(self.config[subcommand])
 
     def before_instantiate_classes(self) -> None:
-        """``fit --ckpt_path last|<run's ckpt>`` continues that run's folder (``app.lifecycle``)."""
+        """Config values Lightning would not turn into a clean error, then ``--ckpt_path`` (``app.lifecycle``)."""
+        check_config(self.subcommand, self.config[self.subcommand])
         if self._ckpt.resolve(self.subcommand, self.config[self.subcommand]):
             self.save_config_kwargs["overwrite"] = True  # the run's config.yaml, now with the ckpt_path resumed
 
@@ -180,8 +191,10 @@ def _file_system_error(err: BaseException | None) -> TbxFinetuneError | None:
 
 def _our_error(err: BaseException | None) -> TbxFinetuneError | None:
     """Our error, also when jsonargparse wrapped it while instantiating a class from the config."""
-    while err is not None and not isinstance(err, TbxFinetuneError):
+    while err is not None and not isinstance(err, TbxFinetuneError | MisconfigurationException):
         err = err.__cause__ or err.__context__
+    if isinstance(err, MisconfigurationException):  # Lightning's word for a Trainer argument it refuses
+        return TbxFinetuneError(" ".join(str(err).split()))
     return err
 
 

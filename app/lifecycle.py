@@ -28,13 +28,14 @@ import re
 import signal
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
@@ -111,8 +112,32 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
 
 
 def best_checkpoint(trainer: Trainer) -> str:
-    """The path of the best checkpoint ModelCheckpoint kept in this fit, ``""`` when there is none."""
-    return trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    """The path of the best checkpoint the monitoring ModelCheckpoint kept in this fit, ``""`` when there is none."""
+    return next((cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.monitor), "")
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``checkpoints/last.ckpt``, whatever the metrics: from the first step on, not only after a validation.
+
+    The monitoring checkpoint (``--checkpoint.*``, best on ``val/acc``) defers any save until its metric exists,
+    so alone it leaves nothing to resume from before the first validation. This one monitors nothing and
+    overwrites ``last.ckpt`` at the cadence chosen (one of the two, like Lightning's ModelCheckpoint), else at
+    every epoch end. The logger drains its events file whenever a checkpoint is written, so the record is never
+    behind the checkpoint a resume starts from.
+
+    Args:
+        every_n_train_steps: Save every this many optimizer steps (a crash loses at most that many).
+        train_time_interval: Save every this much training time (``0:30:00``), checked at batch ends.
+    """
+
+    def __init__(self, every_n_train_steps: int | None = None, train_time_interval: timedelta | None = None) -> None:
+        super().__init__(
+            monitor=None,
+            save_top_k=0,
+            save_last=True,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+        )
 
 
 def best_weights(trainer: Trainer) -> tuple[str, dict[str, torch.Tensor] | None]:

@@ -55,4 +55,11 @@ def flat_params(params: Any) -> dict[str, Any]:
     Lightning's own loggers do it (``lightning.fabric.utilities.logger``'s private helpers)."""
     from lightning.fabric.utilities.logger import _convert_params, _flatten_dict, _sanitize_params
 
-    return _sanitize_params(_flatten_dict(_convert_params(params), delimiter="."))
+    flat = _flatten_dict(_convert_params(params), delimiter=".")
+    # typed numbers (jsonargparse's PositiveInt, ...) are int/float subclasses: keep them numbers, not strings
+    plain = {k: int(v) if isinstance(v, int) else float(v) for k, v in flat.items() if _typed_number(v)}
+    return _sanitize_params({**flat, **plain})
+
+
+def _typed_number(value: Any) -> bool:
+    return isinstance(value, int | float) and type(value) not in (int, float, bool)

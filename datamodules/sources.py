@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
+from datasets.table import CastError
 
 from common.assets import resolve_path
 from common.errors import TbxFinetuneError
@@ -70,10 +74,85 @@ def _load(source: str, *args, **kwargs) -> datasets.Dataset | datasets.DatasetDi
         cause = _root_cause(err)
         if "corresponds to no data" in str(cause):
             raise TbxFinetuneError(f"{source}: the split is empty; it needs at least one example") from err
+        if kwargs.get("data_files"):
+            paths = [path for paths in kwargs["data_files"].values() for path in paths]
+            found = _find_bad_row(args[0], paths, kwargs.get("sep", ","), _is_schema_error(err))
+            if found:
+                raise TbxFinetuneError(f"{source}: {found}") from err
+        reason = " ".join(str(cause).split())  # one line: datasets' and Arrow's messages span several
         raise TbxFinetuneError(
-            f"{source}: could not be loaded ({type(cause).__name__}: {cause}). A hub dataset needs network; "
+            f"{source}: could not be loaded ({type(cause).__name__}: {reason[:400]}). A hub dataset needs network; "
             "local files must be UTF-8 csv/tsv/json/parquet with a header row"
         ) from err
+
+
+def _is_schema_error(err: BaseException | None) -> bool:
+    """``datasets`` could not put rows or files with different columns into one table."""
+    while err is not None and not isinstance(err, CastError) and "Schema at index" not in str(err):
+        err = err.__cause__ or err.__context__
+    return err is not None
+
+
+def _find_bad_row(builder: str, paths: list[str], sep: str, schema_error: bool) -> str | None:
+    """The row of local files that failed to load, found by reading them: one that is not JSON, or (after a
+    schema error) the first whose keys, or file header, differ from the first row's. ``datasets`` only says that
+    a cast failed, and only when the odd row falls in a later file or 10 MB chunk. ``None``: nothing found."""
+    rows = _json_rows(paths) if builder == "json" else _csv_headers(paths, sep) if builder == "csv" else iter(())
+    first = None
+    try:
+        for where, keys in rows:
+            if isinstance(keys, json.JSONDecodeError):
+                return f"{where} is not valid JSON ({keys.msg}); fix that row or remove it"
+            first = first or (where, keys)
+            if schema_error and keys != first[1]:
+                noun, fix = (
+                    ("column", "every file the same header") if builder == "csv" else ("key", "every row the same keys")
+                )
+                extra, missing = sorted(keys - first[1]), sorted(first[1] - keys)
+                differs = [f"has extra {noun}(s) {extra}"] * bool(extra) + [f"lacks {missing}"] * bool(missing)
+                return (
+                    f"the {noun}s differ: {where} {' and '.join(differs)} compared with {first[0]} "
+                    f"({sorted(first[1])}); give {fix}"
+                )
+    except (OSError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _json_rows(paths: list[str]) -> Iterator[tuple[str, set[str] | json.JSONDecodeError]]:
+    """``(where, keys)`` of each object in JSON-lines files or JSON arrays, or ``(where, error)`` where one
+    does not parse. Compressed files are skipped."""
+    for path in paths:
+        if Path(path).suffix.lower() in _COMPRESSION:
+            continue
+        with open(path, encoding="utf-8") as f:
+            if f.read(64).lstrip().startswith("["):  # one JSON array: parsed whole
+                f.seek(0)
+                try:
+                    items = json.load(f)
+                except json.JSONDecodeError as err:
+                    yield f"{path!r} at line {err.lineno} column {err.colno}", err
+                    return
+                for n, item in enumerate(items, 1):
+                    yield f"object {n} of {path!r}", set(item) if isinstance(item, dict) else set()
+                continue
+            f.seek(0)
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        item = json.loads(line.strip())
+                    except json.JSONDecodeError as err:
+                        yield f"line {n} of {path!r} at column {err.colno}", err
+                        return
+                    yield f"line {n} of {path!r}", set(item) if isinstance(item, dict) else set()
+
+
+def _csv_headers(paths: list[str], sep: str) -> Iterator[tuple[str, set[str]]]:
+    """``(where, columns)`` of each file's header row."""
+    for path in paths:
+        if Path(path).suffix.lower() not in _COMPRESSION:
+            with open(path, encoding="utf-8", newline="") as f:
+                yield f"the header of {path!r}", set(next(csv.reader(f, delimiter=sep), []))
 
 
 def _root_cause(err: BaseException) -> BaseException:

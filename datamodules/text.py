@@ -7,6 +7,7 @@ the Trainer exists), so a wrong column or label fails in seconds, not after the 
 from __future__ import annotations
 
 import datasets
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch.utils.data import Dataset
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
@@ -52,14 +53,14 @@ class TextDataModule(ClassificationDataModule):
         label_column: str = "label",
         labels: list[str] | None = None,
         tokenizer: str | None = None,
-        max_length: int = 128,
-        batch_size: int = 32,
-        eval_batch_size: int | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        max_samples: int | dict[str, int] | None = None,
+        max_length: PositiveInt = 128,
+        batch_size: PositiveInt = 32,
+        eval_batch_size: PositiveInt | None = None,
+        val_fraction: ClosedUnitInterval = 0.1,
+        test_fraction: ClosedUnitInterval = 0.1,
+        max_samples: PositiveInt | dict[str, PositiveInt] | None = None,
         predict_split: str = "test",
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
         seed: int = 42,
         trust_remote_code: bool = False,
     ) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
@@ -82,16 +83,16 @@ class ImageDataModule(ClassificationDataModule):
         label_column: str = "label",
         labels: list[str] | None = None,
         class_names: list[str] | None = None,
-        image_size: int | None = None,
+        image_size: PositiveInt | None = None,
         num_channels: int | None = None,
         image_processor: str | None = None,
-        batch_size: int = 64,
-        eval_batch_size: int | None = None,
-        val_fraction: float = 0.1,
-        test_fraction: float = 0.1,
-        max_samples: int | dict[str, int] | None = None,
+        batch_size: PositiveInt = 64,
+        eval_batch_size: PositiveInt | None = None,
+        val_fraction: ClosedUnitInterval = 0.1,
+        test_fraction: ClosedUnitInterval = 0.1,
+        max_samples: PositiveInt | dict[str, PositiveInt] | None = None,
         predict_split: str = "test",
-        num_workers: int = 0,
+        num_workers: NonNegativeInt = 0,
         seed: int = 42,
     ) -> None:
         super().__init__()

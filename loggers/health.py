@@ -138,7 +138,7 @@ class NonFiniteGuard(Callback):
         for record in tensorboard_records(trainer.loggers):  # TensorBoard-like loggers, rank 0
             record.text(NONFINITE_TAG, f"step {step}: {what}; training stopped", step)
         where = f"epoch {trainer.current_epoch}" + (f", batch {batch_idx}" if batch_idx is not None else "")
-        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none yet"
+        ckpt = next((cb.last_model_path for cb in trainer.checkpoint_callbacks if cb.last_model_path), "none yet")
         raise TbxFinetuneError(
             f"{what} at step {step} ({where}); training stopped. Lower model.init_args.learning_rate, clip "
             "gradients (--config configs/trainer/clip.yaml) or use 32-true precision; last checkpoint: "

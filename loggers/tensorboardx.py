@@ -208,6 +208,15 @@ class TensorBoardXLogger(TensorBoardLogger):
         self._hparams_saved = dict(self.hparams)
 
     @rank_zero_only
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Drain the events to disk when a checkpoint is written, so a crash never leaves the record behind the
+        checkpoint a resume starts from. tensorboardX's ``flush`` does not wait for its writer thread's queue and
+        its writer cannot reopen after ``close``: the next point opens a new events file in the same run."""
+        if self._experiment is not None:
+            self._experiment.close()
+            self._experiment = None
+
+    @rank_zero_only
     def finalize(self, status: str) -> None:
         """Record how the session ended (HPARAMS shows it) and close the events file.
 
@@ -217,10 +226,10 @@ class TensorBoardXLogger(TensorBoardLogger):
         """
         if self.hparams and not self._hparams_written:
             self._write_hparams()
+        if self._hparams_written:  # (a writer closed at the last checkpoint reopens for this one record)
+            self.experiment.file_writer.add_summary(_session_end(status))
         if self._experiment is None:
             return
-        if self._hparams_written:
-            self._experiment.file_writer.add_summary(_session_end(status))
         self.save()
         self._experiment.close()
         self._experiment = None

@@ -91,6 +91,10 @@ def test_lightning_private_state_is_where_we_read_it(tmp_path: Path, tiny_bert: 
 def test_lightning_private_helpers_still_import_and_behave() -> None:
     with jit_tracing():
         pass
+    from jsonargparse.typing import PositiveInt
+
+    typed = flat_params({"batch": PositiveInt(8)})
+    assert typed == {"batch": 8} and type(typed["batch"]) is int
     assert flat_params({"model": {"init_args": {"lr": 0.1, "layers": [1, 2]}}, "seed": None}) == {
         "model.init_args.lr": 0.1,
         "model.init_args.layers": "[1, 2]",

@@ -69,7 +69,7 @@ def assert_one_curve_per_tag(run_dir: Path, max_steps: int) -> None:
 def test_fit_killed_mid_epoch_resumes_last_in_same_run(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> None:
     run_dir = tmp_path / "runs" / "test" / "version_0"
     log = tmp_path / "killed.log"
-    every_4 = ("--checkpoint.every_n_train_steps", "4")
+    every_4 = ("--last_checkpoint.every_n_train_steps", "4")
     process = start_cli("fit", "--config", str(fit_config(tmp_path, tiny_bert, sentiment_csv, True)), *every_4, log=log)
     wait_for(lambda: (tmp_path / "paused").exists(), process, log)
     # the LR of the paused batch (step 5) is logged at its start: once it is readable, all earlier points are too
@@ -87,7 +87,8 @@ def test_fit_killed_mid_epoch_resumes_last_in_same_run(tmp_path: Path, tiny_bert
     assert result.returncode == 0, result.stderr[-3000:]
 
     assert [p.name for p in (tmp_path / "runs" / "test").iterdir()] == ["version_0"]  # the same run folder
-    assert len(event_files(run_dir)) == 2  # the killed session's file and the resumed one
+    # the killed session's files and the resumed one's (a new file after each checkpoint, which drains the events)
+    assert len(event_files(run_dir)) >= 2
     assert_one_curve_per_tag(run_dir, MAX_STEPS)
     after = scalars(run_dir)
     for tag, points in before.items():  # nothing flushed before the kill (and before the checkpoint) is lost
