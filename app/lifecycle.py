@@ -23,6 +23,7 @@ with status 0; SIGINT raises ``KeyboardInterrupt`` wherever the process is, poss
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -34,17 +35,20 @@ from types import FrameType
 from typing import Any
 
 import torch
+import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from common.errors import TbxFinetuneError
-from common.lightning_state import shift_checkpoint_logging_step
+from common.lightning_state import flat_params, shift_checkpoint_logging_step
 from loggers.tensorboardx import TensorBoardXLogger
 
 LAST = "last"
 LAST_FILE = "last.ckpt"
+CONFIG_FILE = "config.yaml"
+"""LightningCLI's config of the run, in its folder (``SaveConfigCallback``'s default name)."""
 LIGHTNING_ALIASES = ("best", "hpc", "registry")
 """Values of ``ckpt_path`` that Lightning resolves itself (``last`` is ours)."""
 _NUMBERED_RUN = re.compile(r"^version_(\d+)$")
@@ -147,6 +151,50 @@ def best_weights(trainer: Trainer) -> tuple[str, dict[str, torch.Tensor] | None]
 
 
 # ------------------------------------------------------------------------------------------------- resume
+RUN_DEFINING = (
+    "seed_everything",
+    "model.",
+    "data.",
+    "trainer.precision",
+    "trainer.accumulate_grad_batches",
+    "trainer.gradient_clip_val",
+    "trainer.gradient_clip_algorithm",
+)
+"""Config keys that define a run: a resume must keep them (the restored optimizer, schedule and data order
+were made with them)."""
+MAY_CHANGE = ("data.init_args.num_workers", "data.init_args.eval_batch_size", "data.init_args.predict_split")
+"""Run-defining by prefix but free to change on resume: they do not touch training."""
+
+
+def changed_run_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: old → new`` for each run-defining key whose value differs between a run's saved config and now."""
+    as_saved = json.loads(json.dumps(current, default=str))  # tuples → lists, paths → str, as in the YAML file
+    old, new = flat_params(saved), flat_params(as_saved)
+    return [
+        f"{key}: {old[key]} → {new[key]}"
+        for key in sorted(old.keys() & new.keys())
+        if key.startswith(RUN_DEFINING) and not key.startswith(MAY_CHANGE) and str(old[key]) != str(new[key])
+    ]
+
+
+def check_resume_keeps_the_run(run_dir: str, config: Any) -> None:
+    """Refuse a resume whose config changes what defines the run, before anything is loaded or written.
+
+    ``max_epochs`` / ``max_steps`` (extending a run), devices, workers and logging cadence may change.
+    """
+    saved_path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(saved_path):
+        return
+    with open(saved_path, encoding="utf-8") as f:
+        saved = yaml.safe_load(f) or {}
+    changes = changed_run_settings(saved, config.as_dict())
+    if changes:
+        raise TbxFinetuneError(
+            f"--ckpt_path continues {run_dir}, whose run was made with other settings: {'; '.join(changes)}. "
+            f"Resume with the run's own settings (--config {saved_path}), or start a new run without --ckpt_path"
+        )
+
+
 @dataclass
 class Resume:
     """Log into run ``folder`` of the logger's ``root``: ``fit`` continues it from ``step`` on (later points of
@@ -195,6 +243,8 @@ class CheckpointRequest:
         if self.checkpoint is None:
             self.checkpoint = load_checkpoint(ckpt_path)
         folder = run_folder_of(ckpt_path, root) if root else None
+        if folder and subcommand == "fit":
+            check_resume_keeps_the_run(os.path.join(root, folder), config)
         if folder:
             step = int(self.checkpoint.get("global_step", 0)) if subcommand == "fit" else None
             self.resume, self.no_run_folder = Resume(folder, step), False

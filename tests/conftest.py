@@ -118,6 +118,12 @@ def event_files(root: Path) -> list[Path]:
     return sorted(root.rglob("events.out.tfevents.*"))
 
 
+def writers(root: Path) -> set[tuple[Path, str]]:
+    """(folder, process id) of every events file under ``root``: one process per run folder means one writer
+    (the logger opens a new file after each checkpoint, ``events.out.tfevents.<time>.<host>.<pid>.<n>``)."""
+    return {(f.parent, f.name.split(".")[-2]) for f in event_files(root)}
+
+
 def load_events(log_dir: Path):
     """TensorBoard's own reader over one run directory, keeping every point."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import event_files, load_events, start_cli, text_config, write_yaml
+from conftest import load_events, start_cli, text_config, write_yaml, writers
 
 
 def test_simultaneous_fits_get_their_own_run_dirs(tiny_bert: Path, sentiment_csv: Path, tmp_path: Path) -> None:
@@ -23,7 +23,7 @@ def test_simultaneous_fits_get_their_own_run_dirs(tiny_bert: Path, sentiment_csv
     runs = tmp_path / "runs" / "test"
     assert sorted(p.name for p in runs.iterdir()) == [f"version_{i}" for i in range(rounds * per_round)]
     for run_dir in runs.iterdir():
-        assert len(event_files(run_dir)) == 1, run_dir
+        assert len(writers(run_dir)) == 1, run_dir
         events = load_events(run_dir)  # intact: every record parses, each run has its own complete curve
         assert [e.step for e in events.Scalars("train/loss")] == [0, 1], run_dir
         assert "_hparams_/session_end_info" in events.PluginTagToContent("hparams")

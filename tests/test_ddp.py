@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, event_files, load_events, run_cli, text_config, write_yaml
+from conftest import REPO, load_events, run_cli, text_config, write_yaml, writers
 from tiny_assets import build_tiny_bert, write_sentiment_csv
 
 DDP_CPU = str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")
@@ -21,8 +21,8 @@ def test_ddp_cpu_two_processes_write_one_events_file(tiny_bert: Path, sentiment_
     assert result.returncode == 0, result.stderr[-3000:]
     runs = tmp_path / "runs" / "test"
     assert [p.name for p in runs.iterdir()] == ["version_0"]
-    files = event_files(tmp_path / "runs")
-    assert len(files) == 1
+    ((folder, _),) = writers(tmp_path / "runs")  # one process wrote (global rank 0), into the run folder
+    assert folder == runs / "version_0"
     events = load_events(runs / "version_0")
     assert {"train/loss", "val/acc"} <= set(events.Tags()["scalars"])
     # 129 train rows over 2 ranks of batch 16 → 5 optimizer steps; every step index is unique
@@ -108,7 +108,7 @@ def test_two_node_torchrun_matches_single_process_on_the_global_batch(determinis
 
     two_nodes_runs = tmp / "two_nodes" / "test"
     assert [p.name for p in two_nodes_runs.iterdir()] == ["version_0"]  # one run dir, agreed by both nodes
-    assert len(event_files(tmp / "two_nodes")) == 1  # written by global rank 0 only
+    assert len(writers(tmp / "two_nodes")) == 1  # written by global rank 0 only
     multi, one = load_events(two_nodes_runs / "version_0"), load_events(tmp / "single" / "test" / "version_0")
     for tag in ("val/acc", "val/f1", "val/loss", "train/loss"):
         got, expected = multi.Scalars(tag), one.Scalars(tag)

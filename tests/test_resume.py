@@ -132,3 +132,29 @@ def test_interrupt_finalizes_events_and_saves_resumable_last_ckpt(
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in (tmp_path / "runs" / "test").iterdir()] == ["version_0"]
     assert_one_curve_per_tag(run_dir, 8)
+
+
+def test_resume_refuses_changed_run_settings_and_allows_extending(
+    tmp_path: Path, tiny_bert: Path, sentiment_csv: Path
+) -> None:
+    """Batch size, learning rate, precision, model or data may not change on resume; max_steps and workers may."""
+    from conftest import run_main
+
+    run_dir = tmp_path / "runs" / "test" / "version_0"
+    config = str(fit_config(tmp_path, tiny_bert, sentiment_csv, False))
+    short = ("--trainer.max_steps", "4", "--last_checkpoint.every_n_train_steps", "2")
+    assert run_cli("fit", "--config", config, *short).returncode == 0
+    files_before = event_files(run_dir)
+    for change, shown in (
+        (("--data.init_args.batch_size", "8"), "data.init_args.batch_size: 16 → 8"),
+        (("--model.init_args.learning_rate", "0.01"), "model.init_args.learning_rate: 0.001 → 0.01"),
+        (("--trainer.precision", "bf16-mixed"), "trainer.precision: None → bf16-mixed"),
+    ):
+        code, _, err = run_main("fit", "--config", config, *short, *change, "--ckpt_path", "last")
+        assert code == 2 and shown in err and "Traceback" not in err, err[-2000:]
+        assert "--config " in err and str(run_dir / "config.yaml") in err  # the way back to the run's settings
+    assert event_files(run_dir) == files_before  # nothing written by the refused resumes
+    result = run_cli("fit", "--config", config, "--trainer.max_steps", "6", "--data.init_args.num_workers", "1",
+                     "--ckpt_path", "last")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert steps_of(run_dir)["train/loss"] == list(range(6))

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import event_files, load_events, run_cli, text_config, write_yaml
+from conftest import load_events, run_cli, text_config, write_yaml, writers
 from google.protobuf import text_format
 from PIL import Image
 from tensorboard.plugins.projector.projector_config_pb2 import ProjectorConfig
@@ -120,7 +120,7 @@ def test_logit_histograms_graph_and_gradient_histograms(visual_run: Path) -> Non
     tags = set(events.Tags()["histograms"])
     assert {"grad_norm/per_param", "grad/classifier", "weight/bert.encoder.layer.1"} <= tags
     assert [h.step for h in events.Histograms("grad_norm/per_param")] == [0, 3, 6, 9, 12, 15]
-    assert len(event_files(visual_run)) == 1
+    assert len(writers(visual_run)) == 1
 
 
 def test_misclassified_images_become_a_grid(tmp_path: Path) -> None:
@@ -163,9 +163,8 @@ def test_visuals_are_synced_across_ddp_ranks(tmp_path: Path, tiny_bert: Path, se
         "--trainer.max_epochs", "1", "--visuals.pr_curves", "true", "--visuals.logit_histograms", "true",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    files = event_files(tmp_path / "runs")
-    assert len(files) == 1
-    events = load_events(files[0].parent)
+    (written,) = writers(tmp_path / "runs")  # one writer: global rank 0
+    events = load_events(written[0])
     # Lightning's DistributedSampler pads validation to a multiple of the world size: 15 rows → 2 × 8
     padded = 2 * math.ceil(VAL_ROWS / 2)
     assert events.Histograms("val/logits/pos")[-1].histogram_value.num == padded
