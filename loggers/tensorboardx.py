@@ -86,6 +86,7 @@ class TensorBoardXLogger(TensorBoardLogger):
         self._max_queue = max_queue
         self._purge_step = purge_step
         self._writers_opened = 0
+        self._drain_after_next_log = False
         self._last_points: dict[str, tuple[int | None, float]] = {}
         self.hparams: dict[str, Any] = {}
         self._hparams_written = False
@@ -138,13 +139,14 @@ class TensorBoardXLogger(TensorBoardLogger):
             os.makedirs(self.log_dir, exist_ok=True)
             # tensorboardX names files events.out.tfevents.<seconds>.<host>: two writers opened in the same
             # second (fit then test, a pickled clone, a second logger in the same process) would share one file;
-            # the suffix carries the pid and a per-process count of writers
+            # the suffix carries the pid and a per-process count of writers, zero-padded: TensorBoard reads a run
+            # folder's files in name order and drops points that go back in steps
             self._writers_opened += 1
             self._experiment = SummaryWriter(
                 logdir=self.log_dir,
                 flush_secs=self._flush_secs,
                 max_queue=self._max_queue,
-                filename_suffix=f".{os.getpid()}.{next(_WRITERS_IN_PROCESS)}",
+                filename_suffix=f".{os.getpid()}.{next(_WRITERS_IN_PROCESS):06d}",  # sorts as written
                 # a later writer (test_after_fit) must not purge what this session wrote since the resume
                 purge_step=self._purge_step if self._writers_opened == 1 else None,
             )
@@ -162,6 +164,9 @@ class TensorBoardXLogger(TensorBoardLogger):
                 continue  # Lightning adds `epoch` to every call: one point per step, not three identical ones
             self._last_points[tag] = (step, value)
             writer.add_scalar(tag, value, global_step=step)
+        if self._drain_after_next_log:
+            self._drain_after_next_log = False
+            self._drain()
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: Any = None) -> None:
@@ -209,9 +214,17 @@ class TensorBoardXLogger(TensorBoardLogger):
 
     @rank_zero_only
     def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
-        """Drain the events to disk when a checkpoint is written, so a crash never leaves the record behind the
-        checkpoint a resume starts from. tensorboardX's ``flush`` does not wait for its writer thread's queue and
-        its writer cannot reopen after ``close``: the next point opens a new events file in the same run."""
+        """Drain the events to disk when a checkpoint is written, and again after the next point: Lightning logs
+        the checkpointed step's ``train/*`` only after the checkpoint (``on_train_batch_end`` comes first), and a
+        resume starts after that step, so without the second drain a kill could leave it out of the record.
+
+        tensorboardX's ``flush`` does not wait for its writer thread's queue and its writer cannot reopen after
+        ``close``: each drain closes the writer, and the next point opens a new events file in the same run.
+        """
+        self._drain()
+        self._drain_after_next_log = True
+
+    def _drain(self) -> None:
         if self._experiment is not None:
             self._experiment.close()
             self._experiment = None
