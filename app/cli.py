@@ -171,6 +171,7 @@ def _quiet_known_noise() -> None:
     # Image preprocessing lives in the model on purpose (normalisation is the checkpoint's); Lightning warns
     # whenever a module overrides this hook and a datamodule is passed, though it then uses the module's.
     warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
+    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata's StatefulDataLoader
 
 
 _FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}

@@ -162,8 +162,9 @@ RUN_DEFINING = (
 )
 """Config keys that define a run: a resume must keep them (the restored optimizer, schedule and data order
 were made with them)."""
-MAY_CHANGE = ("data.init_args.num_workers", "data.init_args.eval_batch_size", "data.init_args.predict_split")
-"""Run-defining by prefix but free to change on resume: they do not touch training."""
+MAY_CHANGE = ("data.init_args.eval_batch_size", "data.init_args.predict_split")
+"""Run-defining by prefix but free to change on resume: they do not touch training. (``num_workers`` does: the
+loader's saved position is laid out per worker process.)"""
 
 
 def changed_run_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -180,7 +181,7 @@ def changed_run_settings(saved: dict[str, Any], current: dict[str, Any]) -> list
 def check_resume_keeps_the_run(run_dir: str, config: Any) -> None:
     """Refuse a resume whose config changes what defines the run, before anything is loaded or written.
 
-    ``max_epochs`` / ``max_steps`` (extending a run), devices, workers and logging cadence may change.
+    ``max_epochs`` / ``max_steps`` (extending a run), devices and logging cadence may change.
     """
     saved_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(saved_path):

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 """The loaders each Lightning stage needs (``predict`` reads the split named by ``predict_split``)."""
@@ -42,9 +43,11 @@ class ClassificationDataModule(LightningDataModule):
     def num_labels(self) -> int:
         return len(self.label_names)
 
-    def _loader(self, name: str, train: bool = False) -> DataLoader:
+    def _loader(self, name: str, train: bool = False) -> StatefulDataLoader:
+        """A loader whose position and shuffle order go into Lightning's checkpoints (``StatefulDataLoader``): a
+        run resumed mid-epoch sees the rest of that epoch's order, each example once, not the epoch anew."""
         hp = self.hparams
-        return DataLoader(
+        return StatefulDataLoader(
             self._dataset(name),
             batch_size=hp.batch_size if train else hp.eval_batch_size or 2 * hp.batch_size,
             shuffle=train,
@@ -53,14 +56,14 @@ class ClassificationDataModule(LightningDataModule):
             persistent_workers=hp.num_workers > 0,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", train=True)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> StatefulDataLoader:
         return self._loader("val")
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> StatefulDataLoader:
         return self._loader("test")
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> StatefulDataLoader:
         return self._loader("predict")

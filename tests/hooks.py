@@ -48,3 +48,16 @@ class DiskFullFrom(Callback):
             return original(checkpoint, path, storage_options=storage_options)
 
         checkpoint_io.save_checkpoint = save_checkpoint
+
+
+class RecordBatches(Callback):
+    """Append one line per training batch to ``path``: the epoch and a fingerprint of each example's tokens."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch, batch_idx: int) -> None:
+        rows = zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True)
+        examples = [hash(tuple(t for t, keep in zip(ids, mask, strict=True) if keep)) for ids, mask in rows]
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{trainer.current_epoch} {' '.join(map(str, examples))}\n")

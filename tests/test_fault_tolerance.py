@@ -1,4 +1,4 @@
-"""Kill a real run, resume it, and get the uninterrupted run's record.
+"""Kill a real run, resume it, and get the uninterrupted run's record and data order.
 
 No flush tricks: the logger keeps its default flush interval; what makes the record whole is that every
 checkpoint drains the events (``after_save_checkpoint``) and ``last.ckpt`` is written from step 1 on.
@@ -21,13 +21,17 @@ def config(tmp_path: Path, model: Path, data: Path, name: str, pause: str | None
     fit["trainer"].update(
         max_steps=MAX_STEPS, max_epochs=-1, log_every_n_steps=1, val_check_interval=6, limit_val_batches=2
     )
-    hooks = []
+    hooks = [{"class_path": "tests.hooks.RecordBatches", "init_args": {"path": str(tmp_path / f"{name}.batches")}}]
     if pause:
         marker = str(tmp_path / "paused")
         hooks.append({"class_path": f"tests.hooks.{pause}", "init_args": {"step": step, "marker": marker}})
     fit["trainer"]["callbacks"] = hooks
     fit["last_checkpoint"] = {"every_n_train_steps": 2}
     return write_yaml(tmp_path / f"{name}{'-pause' if pause else ''}.yaml", fit)
+
+
+def batches(path: Path) -> list[str]:
+    return path.read_text().splitlines()
 
 
 @pytest.mark.parametrize(
@@ -56,6 +60,10 @@ def test_sigkill_then_resume_gives_the_uninterrupted_record(
     resumed = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut", None)),
                       "--ckpt_path", "last")  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    # the data: the interrupted epoch goes on in its own order, every example exactly once
+    seen = batches(tmp_path / "cut.batches")
+    assert seen[:restored] + seen[step:] == batches(tmp_path / "whole.batches")
 
     # the record: one folder, every step and every validation exactly once, as in the whole run
     assert [p.name for p in (tmp_path / "cut" / "test").iterdir()] == ["version_0"]
