@@ -7,15 +7,13 @@ with the key to fix.
 
 **Resume.** ``fit --ckpt_path last`` in Lightning means "the last checkpoint of *this* run's checkpoint
 folder", and this run's folder is a new ``version_N``: nothing to resume. So the CLI resolves ``last`` itself,
-to the newest ``runs/<name>/version_<n>/checkpoints/last.ckpt``, and continues that run: same folder, steps
+to ``checkpoints/last.ckpt`` of the version the config names, else of the highest ``version_<n>`` that has one,
+and continues that run: same folder, steps
 continuing from the checkpoint's global step, and the logger's writer opened with ``purge_step`` so
 TensorBoard drops the points the crashed session logged after the checkpoint (one curve, no duplicates).
 
-**Interrupts.** Lightning 2.6 turns SIGTERM into a flag checked at the next batch boundary (a clean point:
-the optimizer step is done and counted; under DDP rank 0 broadcasts it), but saves no checkpoint and exits
-with status 0; SIGINT raises ``KeyboardInterrupt`` wherever the process is, possibly mid-step.
-``InterruptCheckpoint`` sends the first Ctrl-C down the SIGTERM path (a second one interrupts at once), saves
-``last.ckpt`` in ``on_exception`` and makes the process exit with 128 + the signal number.
+**Stops.** ``LastCheckpoint`` owns ``last.ckpt``: periodic saves, the save on SIGTERM / Ctrl-C, and the exact
+moment each is taken, so that Lightning's restore continues the run; ``RandomState`` adds the random streams.
 
 **Predictions.** ``PredictionWriter`` writes ``predict`` results as CSV in the run folder.
 """
@@ -25,6 +23,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import random
 import re
 import signal
 import threading
@@ -34,6 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -42,7 +42,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from common.errors import TbxFinetuneError
-from common.lightning_state import flat_params, shift_checkpoint_logging_step
+from common.lightning_state import flat_params, last_saved_step, shift_checkpoint_logging_step, validation_follows
 from loggers.tensorboardx import TensorBoardXLogger
 
 LAST = "last"
@@ -121,13 +121,21 @@ def best_checkpoint(trainer: Trainer) -> str:
 
 
 class LastCheckpoint(ModelCheckpoint):
-    """``checkpoints/last.ckpt``, whatever the metrics: from the first step on, not only after a validation.
+    """``checkpoints/last.ckpt``, the one file a resume starts from, written so that the resumed run repeats and
+    skips nothing. It is saved:
 
-    The monitoring checkpoint (``--checkpoint.*``, best on ``val/acc``) defers any save until its metric exists,
-    so alone it leaves nothing to resume from before the first validation. This one monitors nothing and
-    overwrites ``last.ckpt`` at the cadence chosen (one of the two, like Lightning's ModelCheckpoint), else at
-    every epoch end. The logger drains its events file whenever a checkpoint is written, so the record is never
-    behind the checkpoint a resume starts from.
+    - from the first step on, at the cadence chosen (one of the two, like Lightning's ModelCheckpoint), else at every
+      epoch end; the monitoring checkpoint (best ``val/acc``) saves nothing before its metric exists;
+    - after the validation that follows a due step, not before it: Lightning restores a checkpoint taken at such a
+      batch end as if its validation had run, so a kill during the validation would lose it;
+    - at the end of fit, so a kill in what follows (``test_after_fit``, export) redoes no training;
+    - on SIGTERM or Ctrl-C. Lightning turns SIGTERM into a flag checked at batch ends (the optimizer step done and
+      counted; under DDP rank 0 broadcasts it) but saves nothing and exits with 0; SIGINT raises
+      ``KeyboardInterrupt`` anywhere, possibly mid-step. The first Ctrl-C takes the SIGTERM path (a second one stops
+      at once); a stop asked for during a validation happens at its end, before the epoch's end hooks; the process
+      exits with 128 + the signal number.
+
+    The logger drains its events file whenever a checkpoint is written, so the record is never behind the checkpoint.
 
     Args:
         every_n_train_steps: Save every this many optimizer steps (a crash loses at most that many).
@@ -142,6 +150,86 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps,
             train_time_interval=train_time_interval,
         )
+        self._due_after_validation: tuple[Any, ...] | None = None
+        self._signum: int | None = None
+        self._previous_sigint: signal.Handlers | None = None
+        self._validated_at: int | None = None
+        self._saving_on_stop = False
+        self._saved_uncounted = False
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        # Lightning registers its SIGTERM handler just before this hook; signals can only be set in the main thread
+        self._signum = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
+        if self._signum is not None:  # pressed twice: stop now, the usual way
+            raise KeyboardInterrupt
+        self._signum = signum
+        rank_zero_info("\nCtrl-C: stopping after this batch, saving last.ckpt (press again to stop at once)")
+        lightning_handler = signal.getsignal(signal.SIGTERM)
+        if callable(lightning_handler):
+            lightning_handler(signum, frame)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if validation_follows(trainer):
+            self._due_after_validation = args
+        else:
+            super().on_train_batch_end(trainer, pl_module, *args)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if trainer.sanity_checking:
+            return
+        if self._due_after_validation is not None:
+            args, self._due_after_validation = self._due_after_validation, None
+            super().on_train_batch_end(trainer, pl_module, *args)
+        if trainer.strategy.broadcast(trainer.received_sigterm):
+            raise SIGTERMException  # saved in on_exception, as things stand at the validation's end
+        self._validated_at = trainer.global_step
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        # Lightning reads "last batch finished" as a save at validation end, before the loop counted the step for
+        # the loggers, and adds that count itself when validation ran on that batch; a stop after it is counted
+        shifted = self._saving_on_stop and self._validated_at == trainer.global_step
+        if shifted:
+            shift_checkpoint_logging_step(checkpoint, -1)
+        self._saved_uncounted = trainer.validating or shifted
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._restore_sigint()
+        super().on_train_end(trainer, pl_module)
+        # a fit restored from a save at its last validation's end would end one count short (test/* a step early)
+        final_saved = last_saved_step(self) == trainer.global_step and not self._saved_uncounted
+        if self.dirpath and not final_saved and not trainer.fast_dev_run:
+            trainer.save_checkpoint(os.path.join(self.dirpath, LAST_FILE), weights_only=False)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._restore_sigint()
+        if not isinstance(exception, SIGTERMException):
+            return  # a bug or a second Ctrl-C mid-step: keep the last periodic checkpoint rather than a torn state
+        signum = self._signum or signal.SIGTERM
+        exception.code = 128 + signum  # SIGTERMException is a SystemExit: this becomes the exit status
+        if not self.dirpath:
+            return
+        path = os.path.join(self.dirpath, LAST_FILE)
+        if last_saved_step(self) != trainer.global_step:  # (a periodic save at this very point stands)
+            self._saving_on_stop = True
+            try:
+                trainer.save_checkpoint(path, weights_only=False)  # all ranks stop at one point: the barrier is met
+            finally:
+                self._saving_on_stop = False
+        rank_zero_info(
+            f"tbx-finetune: stopped by {signal.Signals(signum).name} at step {trainer.global_step}; saved {path}. "
+            "Continue the run with the same command plus --ckpt_path last"
+        )
+
+    def _restore_sigint(self) -> None:
+        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self._previous_sigint)
+            self._previous_sigint = None
 
 
 def best_weights(trainer: Trainer) -> tuple[str, dict[str, torch.Tensor] | None]:
@@ -277,73 +365,42 @@ def logger_root(config: Any) -> tuple[str | None, int | str | None]:
     return root, init_args.get("version")
 
 
-# ---------------------------------------------------------------------------------------------- interrupts
-class InterruptCheckpoint(Callback):
-    """On SIGINT/SIGTERM during ``fit``: stop after the current batch and save ``checkpoints/last.ckpt``.
-
-    A checkpoint whose batch counters say "the last batch finished" is read by Lightning as one saved by
-    ModelCheckpoint at validation end, *before* the loop counted the step for the loggers; when validation did
-    run on that batch, the restored loop adds that count itself. Ours is taken after the count, so in that
-    case it stores the count minus one, and the resumed run logs its first point at the checkpoint's step.
+class RandomState(Callback):
+    """Every rank's random streams (torch CPU and CUDA, NumPy, Python) in each checkpoint, put back when training
+    resumes, so dropout after a resume draws what the uninterrupted run drew. Lightning saves none (HF Trainer
+    does, as ``rng_state.pth``). They are put back in ``on_train_start``, after the loaders' iterators exist.
     """
 
     def __init__(self) -> None:
-        self._signum: int | None = None
-        self._previous_sigint: signal.Handlers | None = None
-        self._validated_at: int | None = None
-        self._saving = False
+        self._restored: list[dict[str, Any]] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": [torch.from_numpy(np.random.get_state()[1].astype(np.int64)), *np.random.get_state()[2:]],
+            "python": random.getstate(),
+        }
+        ranks = [state]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank saves together
+            ranks = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(ranks, state)
+        return {"ranks": ranks}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = state_dict.get("ranks")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Lightning registers its SIGTERM handler just before this hook; signals can only be set in the main thread
-        self._signum = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
-
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self._signum is not None:  # pressed twice: stop now, the usual way
-            raise KeyboardInterrupt
-        self._signum = signum
-        rank_zero_info("\nCtrl-C: stopping after this batch, saving last.ckpt (press again to stop at once)")
-        lightning_handler = signal.getsignal(signal.SIGTERM)
-        if callable(lightning_handler):
-            lightning_handler(signum, frame)
-
-    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if not trainer.sanity_checking:
-            self._validated_at = trainer.global_step
-
-    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
-        if self._saving and self._validated_at == trainer.global_step:  # validation ran after the last step
-            shift_checkpoint_logging_step(checkpoint, -1)
-
-    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._restore_sigint()
-
-    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._restore_sigint()
-        if not isinstance(exception, SIGTERMException):
-            return  # a bug or a second Ctrl-C mid-step: keep the last periodic checkpoint rather than a torn state
-        signum = self._signum or signal.SIGTERM
-        exception.code = 128 + signum  # SIGTERMException is a SystemExit: this becomes the exit status
-        checkpoint = trainer.checkpoint_callback
-        dirpath = getattr(checkpoint, "dirpath", None)
-        if not dirpath:
+        states, self._restored = self._restored, None
+        if not states or len(states) != trainer.world_size:  # another number of processes: streams start anew
             return
-        path = os.path.join(dirpath, LAST_FILE)
-        self._saving = True
-        try:
-            trainer.save_checkpoint(path, weights_only=False)  # all ranks stop at the same batch: the barrier is met
-        finally:
-            self._saving = False
-        rank_zero_info(
-            f"tbx-finetune: stopped by {signal.Signals(signum).name} at step {trainer.global_step}; saved {path}. "
-            "Continue the run with the same command plus --ckpt_path last"
-        )
-
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+        state = states[trainer.global_rank]
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        keys, *rest = state["numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), *rest))
+        random.setstate(state["python"])
 
 
 # ---------------------------------------------------------------------------------------------- predictions

@@ -43,6 +43,27 @@ def shift_checkpoint_logging_step(checkpoint: dict, delta: int) -> None:
     node[_ATTRIBUTE] += delta
 
 
+def validation_follows(trainer: Any) -> bool:
+    """Whether the fit loop validates right after the training batch that is ending (asked in
+    ``on_train_batch_end``): Lightning's own decision, ``_should_check_val_fx``."""
+    epoch_loop = trainer.fit_loop.epoch_loop
+    decide = getattr(epoch_loop, "_should_check_val_fx", None)
+    fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+    if decide is None or fetcher is None:
+        raise RuntimeError(
+            "this Lightning version's fit loop has no _should_check_val_fx/_data_fetcher: common/lightning_state.py "
+            "must learn how Lightning now decides to validate after a batch"
+        )
+    return bool(decide(fetcher))
+
+
+def last_saved_step(checkpoint_callback: Any) -> int:
+    """The global step a ``ModelCheckpoint`` last saved at (its ``_last_global_step_saved``; 0 before any)."""
+    if not hasattr(checkpoint_callback, "_last_global_step_saved"):
+        raise RuntimeError("this Lightning version's ModelCheckpoint has no _last_global_step_saved")
+    return int(checkpoint_callback._last_global_step_saved)
+
+
 def jit_tracing() -> AbstractContextManager:
     """The context Lightning's own TensorBoardLogger traces a LightningModule in (``log_graph``)."""
     from lightning.pytorch.core.module import _jit_is_scripting  # private; the import fails loudly on an upgrade

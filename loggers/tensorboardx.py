@@ -160,13 +160,18 @@ class TensorBoardXLogger(TensorBoardLogger):
         for tag, value in metrics.items():
             if isinstance(value, torch.Tensor):
                 value = value.item()
-            if self._last_points.get(tag) == (step, value):
+            if self._last_points.get(tag) == (step, value) or self._kept_before_resume(tag, step):
                 continue  # Lightning adds `epoch` to every call: one point per step, not three identical ones
             self._last_points[tag] = (step, value)
             writer.add_scalar(tag, value, global_step=step)
         if self._drain_after_next_log:
             self._drain_after_next_log = False
             self._drain()
+
+    def _kept_before_resume(self, tag: str, step: int | None) -> bool:
+        """``epoch`` at a step before a resumed fit's first: the record kept from before has it (Lightning adds it to
+        every call, and a resume's first call can be the end of an epoch validated before the stop)."""
+        return tag == "epoch" and None not in (step, self._purge_step) and step < self._purge_step
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: Any = None) -> None:

@@ -102,6 +102,7 @@ class ClassificationModule(LightningModule):
         )
         # keyed "<stage>_metrics": a ModuleDict key "train" would shadow nn.Module.train()
         self.metrics = nn.ModuleDict({f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES})
+        self.metrics["train_metrics"].persistent(True)  # in checkpoints: a mid-epoch resume keeps the epoch's count
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return logits of shape ``(batch, num_labels)``."""
@@ -128,6 +129,24 @@ class ClassificationModule(LightningModule):
         if stage != "train":  # training metrics are logged once per epoch, not touched on every step
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         return loss, logits
+
+    def on_train_epoch_start(self) -> None:
+        # Lightning calls this only for an epoch trained from its first batch, never after a mid-epoch restore
+        self.metrics["train_metrics"].reset()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the epoch's training metric state summed over all ranks (every rank calls this hook, rank 0 writes
+        the file); on load only rank 0 keeps it, so the epoch's ``train/acc`` after a resume counts each batch once."""
+        for name, metric in self.metrics["train_metrics"].items(keep_base=True):
+            with metric.sync_context():
+                for key, value in metric.state_dict(prefix=f"metrics.train_metrics.{name}.").items():
+                    checkpoint["state_dict"][key] = value.clone()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self._trainer is not None and self.trainer.global_rank > 0:
+            for key, value in checkpoint["state_dict"].items():
+                if key.startswith("metrics.train_metrics."):
+                    checkpoint["state_dict"][key] = torch.zeros_like(value)
 
     def on_train_epoch_end(self) -> None:
         self.log_dict(self.metrics["train_metrics"], on_step=False, on_epoch=True)

@@ -13,18 +13,30 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 
 class PauseAtStep(Callback):
-    """After optimizer step ``step`` completes, write ``marker`` (the step) and wait to be signalled or killed.
+    """At optimizer step ``step``, write ``marker`` (the step) and wait to be signalled or killed: after that step's
+    training batch (``phase="train"``), or inside the first validation / test batch run at that step.
 
     The wait ends early when Lightning's SIGTERM flag is set (SIGTERM, or Ctrl-C through InterruptCheckpoint).
     """
 
-    def __init__(self, step: int, marker: str, timeout: float = 120.0) -> None:
+    def __init__(self, step: int, marker: str, phase: str = "train", timeout: float = 120.0) -> None:
         self.step = step
         self.marker = marker
+        self.phase = phase
         self.timeout = timeout
 
-    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
-        if trainer.global_step != self.step or Path(self.marker).exists():
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args) -> None:
+        self._pause(trainer, "train")
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args) -> None:
+        if not trainer.sanity_checking:
+            self._pause(trainer, "validation")
+
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args) -> None:
+        self._pause(trainer, "test")
+
+    def _pause(self, trainer: Trainer, phase: str) -> None:
+        if phase != self.phase or trainer.global_step != self.step or Path(self.marker).exists():
             return
         Path(self.marker).write_text(str(trainer.global_step))
         deadline = time.monotonic() + self.timeout

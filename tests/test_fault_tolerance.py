@@ -1,11 +1,13 @@
-"""Kill a real run, resume it, and get the uninterrupted run's record and data order.
+"""Kill or stop a real run in each phase, resume it, and get the uninterrupted run's record and data order.
 
 No flush tricks: the logger keeps its default flush interval; what makes the record whole is that every
-checkpoint drains the events (``after_save_checkpoint``) and ``last.ckpt`` is written from step 1 on.
+checkpoint drains the events (``after_save_checkpoint``), ``last.ckpt`` is written from step 1 on (after the
+validation when one follows the step), and a checkpoint carries the random streams and the epoch's metric state.
 """
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -13,20 +15,30 @@ from conftest import run_cli, start_cli, text_config, write_yaml
 from test_resume import checkpoint_step, scalars, steps_of, wait_for
 
 MAX_STEPS = 12  # 129 training rows / batch 16 → 9 steps per epoch: the run crosses into epoch 1
-KILL_AT = 5  # paused after optimizer step 5; the last checkpoint is step 4 (every 2 steps)
+VALIDATE_EVERY = 3  # validation after steps 3, 6, 9 (the end of epoch 0) and 12
+SAVE_EVERY = 2  # last.ckpt every 2 optimizer steps
 
 
-def config(tmp_path: Path, model: Path, data: Path, name: str, pause: str | None, step: int = KILL_AT) -> Path:
+def config(tmp_path: Path, model: Path, data: Path, name: str, pause: tuple[str, int] | None = None) -> Path:
     fit = text_config(model, str(data), tmp_path / name)
     fit["trainer"].update(
-        max_steps=MAX_STEPS, max_epochs=-1, log_every_n_steps=1, val_check_interval=6, limit_val_batches=2
+        max_steps=MAX_STEPS,
+        max_epochs=-1,
+        log_every_n_steps=1,
+        val_check_interval=VALIDATE_EVERY,
+        limit_val_batches=2,
+        limit_test_batches=2,
     )
     hooks = [{"class_path": "tests.hooks.RecordBatches", "init_args": {"path": str(tmp_path / f"{name}.batches")}}]
     if pause:
+        phase, step = pause
         marker = str(tmp_path / "paused")
-        hooks.append({"class_path": f"tests.hooks.{pause}", "init_args": {"step": step, "marker": marker}})
+        hooks.append(
+            {"class_path": "tests.hooks.PauseAtStep", "init_args": {"step": step, "marker": marker, "phase": phase}}
+        )
     fit["trainer"]["callbacks"] = hooks
-    fit["last_checkpoint"] = {"every_n_train_steps": 2}
+    fit["last_checkpoint"] = {"every_n_train_steps": SAVE_EVERY}
+    fit["test_after_fit"] = True
     return write_yaml(tmp_path / f"{name}{'-pause' if pause else ''}.yaml", fit)
 
 
@@ -34,46 +46,69 @@ def batches(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
 
-@pytest.mark.parametrize(
-    ("pause", "step", "restored"),
-    [
-        ("PauseAtStep", KILL_AT, KILL_AT - 1),  # mid-epoch, before the first validation (after step 6)
-    ],
-    ids=["mid-epoch-before-any-validation"],
-)
-def test_sigkill_then_resume_gives_the_uninterrupted_record(
-    tmp_path: Path, tiny_bert: Path, sentiment_csv: Path, pause: str, step: int, restored: int
-) -> None:
-    whole = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "whole", None)))
-    assert whole.returncode == 0, whole.stderr[-3000:]
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> Path:
+    """The uninterrupted run every case compares with."""
+    tmp_path = tmp_path_factory.mktemp("whole")
+    result = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "whole")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path
 
-    log = tmp_path / "killed.log"
-    process = start_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut", pause, step)), log=log)
+
+@pytest.mark.parametrize(
+    ("signum", "phase", "step", "restored", "code"),
+    [
+        (signal.SIGKILL, "train", 3, 2, -signal.SIGKILL),  # epoch 0, before any validation
+        (signal.SIGKILL, "validation", 6, 4, -signal.SIGKILL),  # step 6's save waits for its validation's end
+        (signal.SIGTERM, "train", 5, 5, 128 + signal.SIGTERM),  # a scheduler's stop, mid-epoch
+        (signal.SIGINT, "validation", 9, 9, 128 + signal.SIGINT),  # Ctrl-C in the epoch-end validation
+        (signal.SIGKILL, "test", MAX_STEPS, MAX_STEPS, -signal.SIGKILL),  # in test_after_fit: no step redone
+    ],
+    ids=[
+        "sigkill-before-any-validation",
+        "sigkill-in-validation",
+        "sigterm-mid-epoch",
+        "ctrl-c-in-epoch-end-validation",
+        "sigkill-in-test-after-fit",
+    ],  # fmt: skip
+)
+def test_stopped_then_resumed_run_gives_the_uninterrupted_record(
+    tmp_path: Path,
+    tiny_bert: Path,
+    sentiment_csv: Path,
+    whole: Path,
+    signum: signal.Signals,
+    phase: str,
+    step: int,
+    restored: int,
+    code: int,
+) -> None:
+    log = tmp_path / "stopped.log"
+    process = start_cli(
+        "fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut", (phase, step))), log=log
+    )
     wait_for(lambda: (tmp_path / "paused").exists(), process, log)
-    process.kill()  # SIGKILL: no handler runs, nothing is finalized
-    process.wait()
+    process.send_signal(signum)
+    assert process.wait(timeout=120) == code, log.read_text()[-3000:]
     run_dir = tmp_path / "cut" / "test" / "version_0"
-    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == restored  # no val/acc needed for it
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == restored
     before = scalars(run_dir)
     assert set(range(restored)) <= set(before["train/loss"])  # the record reached the disk with the checkpoint
 
-    resumed = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut", None)),
-                      "--ckpt_path", "last")  # fmt: skip
+    resumed = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     # the data: the interrupted epoch goes on in its own order, every example exactly once
     seen = batches(tmp_path / "cut.batches")
-    assert seen[:restored] + seen[step:] == batches(tmp_path / "whole.batches")
+    assert seen[:restored] + seen[step:] == batches(whole / "whole.batches")
 
-    # the record: one folder, every step and every validation exactly once, as in the whole run
+    # the record: one folder; every step, validation and test exactly once, with the uninterrupted run's values
     assert [p.name for p in (tmp_path / "cut" / "test").iterdir()] == ["version_0"]
-    whole_steps = steps_of(tmp_path / "whole" / "test" / "version_0")
-    cut_steps = steps_of(run_dir)
-    for tag in ("train/loss", "lr-AdamW/decay", "val/acc", "val/loss", "epoch", "train/acc"):
-        assert cut_steps[tag] == whole_steps[tag], tag
-    assert cut_steps["train/loss"] == list(range(MAX_STEPS))
-    final = scalars(run_dir)
-    for kept in range(restored):  # kept from before the kill, identical
+    whole_dir = whole / "whole" / "test" / "version_0"
+    assert steps_of(run_dir) == steps_of(whole_dir)
+    assert steps_of(run_dir)["train/loss"] == list(range(MAX_STEPS))
+    final, expected = scalars(run_dir), scalars(whole_dir)
+    for tag, points in expected.items():  # same seed, same data order, the random streams restored
+        assert final[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
+    for kept in range(restored):  # kept from before the stop, identical
         assert final["train/loss"][kept] == pytest.approx(before["train/loss"][kept])
-    whole_lr = scalars(tmp_path / "whole" / "test" / "version_0")["lr-AdamW/decay"]
-    assert final["lr-AdamW/decay"] == pytest.approx(whole_lr)  # the schedule continues exactly
