@@ -94,8 +94,7 @@ def load_checkpoint(ckpt_path: str | os.PathLike, key: str = "ckpt_path") -> dic
 
 def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_path: str) -> None:
     """Raise our error when the checkpoint's weights do not match the model's (names and shapes)."""
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    found = {name: tuple(t.shape) for name, t in checkpoint["state_dict"].items()}
+    expected, found = _weight_shapes(model.state_dict()), _weight_shapes(checkpoint["state_dict"])
     missing = sorted(expected.keys() - found.keys())
     unexpected = sorted(found.keys() - expected.keys())
     reshaped = [
@@ -113,6 +112,11 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
         f"ckpt_path={ckpt_path!r} was saved from a different model than the config builds: {'; '.join(problems)}. "
         "Use a checkpoint of this model (model.init_args.model_name_or_path and the data's labels must match)"
     )
+
+
+def _weight_shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the weights (metric states, ``metrics.*``, follow the labels and may be absent)."""
+    return {name: tuple(t.shape) for name, t in state.items() if not name.startswith("metrics.")}
 
 
 def best_checkpoint(trainer: Trainer) -> str:

@@ -143,10 +143,11 @@ class ClassificationModule(LightningModule):
                     checkpoint["state_dict"][key] = value.clone()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self._trainer is not None and self.trainer.global_rank > 0:
-            for key, value in checkpoint["state_dict"].items():
-                if key.startswith("metrics.train_metrics."):
-                    checkpoint["state_dict"][key] = torch.zeros_like(value)
+        # ranks > 0 start from zero counts; a checkpoint from before the state was saved loads with zero counts too
+        keep = self._trainer is None or self.trainer.global_rank == 0
+        state = checkpoint["state_dict"]
+        for key, value in self.metrics["train_metrics"].state_dict(prefix="metrics.train_metrics.").items():
+            state[key] = state[key] if keep and key in state else torch.zeros_like(value)
 
     def on_train_epoch_end(self) -> None:
         self.log_dict(self.metrics["train_metrics"], on_step=False, on_epoch=True)
