@@ -24,9 +24,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info
 from app.config_checks import check_config
 from app.lifecycle import (
     CheckpointRequest,
+    ExactResume,
     LastCheckpoint,
     PredictionWriter,
-    RandomState,
     best_checkpoint,
     best_weights,
 )
@@ -148,7 +148,7 @@ def main(args: list[str] | None = None) -> None:
                 "logger": DEFAULT_LOGGER,
                 "callbacks": [
                     LearningRateMonitor(logging_interval="step"),
-                    RandomState(),
+                    ExactResume(),
                 ],
             },
             # one way to choose the optimizer: model.init_args.optimizer (+ lr_schedule); LightningCLI's own

@@ -13,7 +13,8 @@ continuing from the checkpoint's global step, and the logger's writer opened wit
 TensorBoard drops the points the crashed session logged after the checkpoint (one curve, no duplicates).
 
 **Stops.** ``LastCheckpoint`` owns ``last.ckpt``: periodic saves, the save on SIGTERM / Ctrl-C, and the exact
-moment each is taken, so that Lightning's restore continues the run; ``RandomState`` adds the random streams.
+moment each is taken, so that Lightning's restore continues the run; ``ExactResume`` adds what that restore
+leaves out (the random streams, the train loader's position).
 
 **Predictions.** ``PredictionWriter`` writes ``predict`` results as CSV in the run folder.
 """
@@ -42,7 +43,13 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from common.errors import TbxFinetuneError
-from common.lightning_state import flat_params, last_saved_step, shift_checkpoint_logging_step, validation_follows
+from common.lightning_state import (
+    flat_params,
+    last_saved_step,
+    restore_train_loader_position,
+    shift_checkpoint_logging_step,
+    validation_follows,
+)
 from loggers.tensorboardx import TensorBoardXLogger
 
 LAST = "last"
@@ -369,10 +376,15 @@ def logger_root(config: Any) -> tuple[str | None, int | str | None]:
     return root, init_args.get("version")
 
 
-class RandomState(Callback):
-    """Every rank's random streams (torch CPU and CUDA, NumPy, Python) in each checkpoint, put back when training
-    resumes, so dropout after a resume draws what the uninterrupted run drew. Lightning saves none (HF Trainer
-    does, as ``rng_state.pth``). They are put back in ``on_train_start``, after the loaders' iterators exist.
+class ExactResume(Callback):
+    """What Lightning's restore leaves out, so a resumed run goes on as the uninterrupted one would:
+
+    - every rank's random streams (torch CPU and CUDA, NumPy, Python) in each checkpoint, put back when training
+      resumes, so dropout after a resume draws what the uninterrupted run drew (HF Trainer saves them too);
+    - the train loader's position, which Lightning skips when the LR schedule's length was asked before the
+      restore (``common.lightning_state.restore_train_loader_position``).
+
+    Both happen in ``on_train_start``: after the restore, before the first batch.
     """
 
     def __init__(self) -> None:
@@ -395,6 +407,7 @@ class RandomState(Callback):
         self._restored = state_dict.get("ranks")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        restore_train_loader_position(trainer)
         states, self._restored = self._restored, None
         if not states or len(states) != trainer.world_size:  # another number of processes: streams start anew
             return

@@ -57,6 +57,27 @@ def validation_follows(trainer: Any) -> bool:
     return bool(decide(fetcher))
 
 
+def restore_train_loader_position(trainer: Any) -> None:
+    """Load the train loader's saved position if Lightning skipped it, and start the epoch's iterator there.
+
+    ``trainer.estimated_stepping_batches`` (the LR schedule's length, asked in ``configure_optimizers``) builds the
+    train loader before the checkpoint is restored; Lightning 2.6 then never loads the loaders' saved states, so a
+    resumed epoch starts its order again (Lightning-AI/pytorch-lightning#20550, open; PR #21765 does this).
+    Call it in ``on_train_start``: after the restore, before the first batch is fetched.
+    """
+    fit_loop = trainer.fit_loop
+    if not all(hasattr(fit_loop, a) for a in ("_combined_loader_states_to_load", "_load_combined_loader_states")):
+        raise RuntimeError(
+            "this Lightning version's fit loop keeps no _combined_loader_states_to_load: common/lightning_state.py "
+            "must learn how it now restores the train loader's position (see if #20550 is fixed)"
+        )
+    if not fit_loop._combined_loader_states_to_load:
+        return
+    fit_loop._load_combined_loader_states()
+    if not fit_loop._combined_loader_states_to_load and fit_loop._data_fetcher is not None:  # loaded: iterate anew
+        iter(fit_loop._data_fetcher)
+
+
 def last_saved_step(checkpoint_callback: Any) -> int:
     """The global step a ``ModelCheckpoint`` last saved at (its ``_last_global_step_saved``; 0 before any)."""
     if not hasattr(checkpoint_callback, "_last_global_step_saved"):

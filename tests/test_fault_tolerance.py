@@ -14,16 +14,17 @@ import pytest
 from conftest import run_cli, start_cli, text_config, write_yaml
 from test_resume import checkpoint_step, scalars, steps_of, wait_for
 
-MAX_STEPS = 12  # 129 training rows / batch 16 → 9 steps per epoch: the run crosses into epoch 1
-VALIDATE_EVERY = 3  # validation after steps 3, 6, 9 (the end of epoch 0) and 12
+EPOCHS, STEPS_PER_EPOCH = 2, 6  # epochs, not max_steps: Lightning then builds the loader before its restore
+MAX_STEPS = EPOCHS * STEPS_PER_EPOCH
+VALIDATE_EVERY = 3  # validation after steps 3, 6 (the end of epoch 0), 9 and 12
 SAVE_EVERY = 2  # last.ckpt every 2 optimizer steps
 
 
 def config(tmp_path: Path, model: Path, data: Path, name: str, pause: tuple[str, int] | None = None) -> Path:
     fit = text_config(model, str(data), tmp_path / name)
     fit["trainer"].update(
-        max_steps=MAX_STEPS,
-        max_epochs=-1,
+        max_epochs=EPOCHS,
+        limit_train_batches=STEPS_PER_EPOCH,
         log_every_n_steps=1,
         val_check_interval=VALIDATE_EVERY,
         limit_val_batches=2,
@@ -59,16 +60,18 @@ def whole(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_c
     ("signum", "phase", "step", "restored", "code"),
     [
         (signal.SIGKILL, "train", 3, 2, -signal.SIGKILL),  # epoch 0, before any validation
-        (signal.SIGKILL, "validation", 6, 4, -signal.SIGKILL),  # step 6's save waits for its validation's end
+        (signal.SIGKILL, "validation", 6, 4, -signal.SIGKILL),  # in the epoch-end validation; step 6's save waits
         (signal.SIGTERM, "train", 5, 5, 128 + signal.SIGTERM),  # a scheduler's stop, mid-epoch
-        (signal.SIGINT, "validation", 9, 9, 128 + signal.SIGINT),  # Ctrl-C in the epoch-end validation
+        (signal.SIGINT, "validation", 6, 6, 128 + signal.SIGINT),  # Ctrl-C in the epoch-end validation
+        (signal.SIGINT, "validation", 9, 9, 128 + signal.SIGINT),  # Ctrl-C in a mid-epoch validation
         (signal.SIGKILL, "test", MAX_STEPS, MAX_STEPS, -signal.SIGKILL),  # in test_after_fit: no step redone
     ],
     ids=[
         "sigkill-before-any-validation",
-        "sigkill-in-validation",
+        "sigkill-in-epoch-end-validation",
         "sigterm-mid-epoch",
         "ctrl-c-in-epoch-end-validation",
+        "ctrl-c-in-mid-epoch-validation",
         "sigkill-in-test-after-fit",
     ],  # fmt: skip
 )
