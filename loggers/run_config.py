@@ -42,4 +42,15 @@ class RunConfigCallback(SaveConfigCallback):
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Runs on global rank 0 only, after ``config.yaml`` is written (Lightning's contract for this hook)."""
         flat = flat_params(self.config.as_dict())
-        trainer.logger.log_hyperparams({k: v for k, v in flat.items() if not k.startswith(_NOT_HPARAMS)})
+        hparams = {k: v for k, v in flat.items() if not k.startswith(_NOT_HPARAMS)}
+        trainer.logger.log_hyperparams({**hparams, **derived_hparams(flat, trainer)})
+
+
+def derived_hparams(flat: dict, trainer: Trainer) -> dict:
+    """What the HPARAMS table's first columns show and no single config key holds: the batch one optimizer step
+    sees (per-device batch × accumulation × devices) and the model's name (its path, else its class)."""
+    model = flat.get("model.init_args.model_name_or_path") or str(flat.get("model.class_path")).rsplit(".")[-1]
+    derived = {"model": model}
+    if isinstance(batch := flat.get("data.init_args.batch_size"), int):
+        derived["batch_size_effective"] = batch * trainer.accumulate_grad_batches * trainer.world_size
+    return {k: v for k, v in derived.items() if v not in ("", "None")}

@@ -17,7 +17,7 @@ import itertools
 import os
 import re
 from argparse import Namespace
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -25,6 +25,7 @@ from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities.rank_zero import rank_zero_only, rank_zero_warn
+from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboardX import SummaryWriter
 from tensorboardX.proto.api_pb2 import Status
 from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
@@ -35,8 +36,25 @@ from common.errors import TbxFinetuneError
 from common.lightning_state import flat_params
 from loggers.record import TensorBoardRecord
 
-DEFAULT_HPARAMS_METRICS = ("val/acc", "val/f1", "val/loss", "test/acc", "test/f1", "test/loss")
-"""The metric tags the HPARAMS tab shows beside each run's config; their last logged values fill the table."""
+DEFAULT_HPARAMS_METRICS = {
+    "val/acc": "val accuracy",
+    "val/f1": "val F1 (macro)",
+    "val/loss": "val loss",
+    "test/acc": "test accuracy",
+    "test/f1": "test F1 (macro)",
+    "test/loss": "test loss",
+}
+"""The metric tags the HPARAMS tab shows beside each run's config (TensorBoard shows the first five by default),
+with their column names; their last logged values fill the table."""
+DEFAULT_HPARAMS_SHOWN = {
+    "model.init_args.learning_rate": "learning rate",
+    "batch_size_effective": "batch size (effective)",
+    "model": "model",
+    "trainer.max_epochs": "epochs",
+    "seed_everything": "seed",
+}
+"""The hyperparameters the HPARAMS table shows by default, with their column names. TensorBoard shows five,
+those marked ``differs`` first, then by key: these are marked, every other key stays selectable."""
 
 _SESSION_STATUS = {
     "success": Status.STATUS_SUCCESS,
@@ -56,7 +74,10 @@ class TensorBoardXLogger(TensorBoardLogger):
         name: Experiment name, the folder under ``save_dir``.
         version: A fixed version (int → ``version_<int>``, str → used as is). ``None`` allocates the next
             free ``version_N`` atomically on global rank 0.
-        hparams_metrics: Metric tags declared to TensorBoard's HPARAMS plugin.
+        hparams_metrics: Metric tags declared to TensorBoard's HPARAMS plugin → their column names (a list: the
+            tags themselves). Default: ``DEFAULT_HPARAMS_METRICS``.
+        hparams_shown: Hyperparameter keys the HPARAMS table shows first → their column names. Default:
+            ``DEFAULT_HPARAMS_SHOWN`` (learning rate, effective batch size, model, epochs, seed).
         log_graph: Write the model graph when Lightning asks (needs ``example_input_array``); off by
             default because tracing a transformer is slow.
         flush_secs: How often pending events reach the disk; small so that a crash loses little.
@@ -73,14 +94,17 @@ class TensorBoardXLogger(TensorBoardLogger):
         save_dir: str = "runs",
         name: str = "default",
         version: int | str | None = None,
-        hparams_metrics: Sequence[str] = DEFAULT_HPARAMS_METRICS,
+        hparams_metrics: dict[str, str] | list[str] | None = None,
+        hparams_shown: dict[str, str] | None = None,
         log_graph: bool = False,
         flush_secs: int = 10,
         max_queue: int = 100,
         purge_step: int | None = None,
     ) -> None:
         super().__init__(save_dir, name=name, version=version, log_graph=log_graph, default_hp_metric=False)
-        self._hparams_metrics = list(hparams_metrics)
+        metrics = DEFAULT_HPARAMS_METRICS if hparams_metrics is None else hparams_metrics
+        self._hparams_metrics = dict(metrics) if isinstance(metrics, Mapping) else {tag: tag for tag in metrics}
+        self._hparams_shown = dict(DEFAULT_HPARAMS_SHOWN if hparams_shown is None else hparams_shown)
         self._log_graph = log_graph
         self._flush_secs = flush_secs
         self._max_queue = max_queue
@@ -188,7 +212,7 @@ class TensorBoardXLogger(TensorBoardLogger):
             hparam_dict=self.hparams, metric_dict=dict.fromkeys(self._hparams_metrics, 0.0)
         )
         writer = self.experiment
-        writer.file_writer.add_summary(experiment)
+        writer.file_writer.add_summary(_curated(experiment, self._hparams_shown, self._hparams_metrics))
         writer.file_writer.add_summary(session_start)
         self._hparams_written = True
 
@@ -251,6 +275,21 @@ class TensorBoardXLogger(TensorBoardLogger):
         self.save()
         self._experiment.close()
         self._experiment = None
+
+
+def _curated(experiment: Summary, shown: Mapping[str, str], metrics: Mapping[str, str]) -> Summary:
+    """tensorboardX's experiment summary, re-encoded through TensorBoard's own protos (the same wire format), whose
+    ``HParamInfo`` has the ``differs`` flag TensorBoard sorts the table's columns by: the ``shown`` keys are marked
+    and named, so they are the default columns; the metrics get their names."""
+    value = experiment.value[0]
+    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in shown
+        info.display_name = shown.get(info.name, "")
+    for info in data.experiment.metric_infos:
+        info.display_name = metrics.get(info.name.tag, "")
+    value.metadata.plugin_data.content = data.SerializeToString()
+    return experiment
 
 
 def _session_end(status: str) -> Summary:

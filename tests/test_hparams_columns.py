@@ -1,0 +1,80 @@
+"""What a person sees first in TensorBoard's HPARAMS tab, asked of a real TensorBoard server over its HTTP API."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import run_cli, text_config, write_yaml
+from tensorboard import program
+
+SHOWN = {  # the five default columns, in the order TensorBoard puts them (marked `differs`, then by key)
+    "batch_size_effective": "batch size (effective)",
+    "model": "model",
+    "model.init_args.learning_rate": "learning rate",
+    "seed_everything": "seed",
+    "trainer.max_epochs": "epochs",
+}
+METRICS = ["val/acc", "val/f1", "val/loss", "test/acc", "test/f1"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def experiment(url: str, limit: int | None) -> dict:
+    body = {"experimentName": "", "includeMetrics": True, **({"hparamsLimit": limit} if limit else {})}
+    request = urllib.request.Request(
+        f"{url}data/plugin/hparams/experiment",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "X-TensorBoard-Feature-Flags": "{}"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def test_hparams_tab_opens_on_the_curated_columns(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> None:
+    config = text_config(tiny_bert, str(sentiment_csv), tmp_path / "runs")
+    config["trainer"].update(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accumulate_grad_batches=2)
+    result = run_cli("fit", "--config", str(write_yaml(tmp_path / "fit.yaml", config)))
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    server = program.TensorBoard()
+    server.configure(argv=[None, "--logdir", str(tmp_path / "runs"), "--host", "127.0.0.1",
+                           "--port", str(free_port()), "--load_fast", "false", "--reload_interval", "1"])  # fmt: skip
+    url = server.launch()
+    deadline = time.monotonic() + 60
+    while not (shown := experiment(url, 5)).get("hparamInfos") and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+    columns = [(info["name"], info.get("displayName", "")) for info in shown["hparamInfos"]]
+    assert columns == list(SHOWN.items())
+    metrics = [(info["name"]["tag"], info.get("displayName", "")) for info in shown["metricInfos"]][:5]
+    assert [tag for tag, _ in metrics] == METRICS
+    assert dict(metrics)["val/acc"] == "val accuracy"
+
+    everything = {info["name"] for info in experiment(url, None)["hparamInfos"]}
+    assert {"data.init_args.max_length", "trainer.log_every_n_steps", "model.init_args.weight_decay"} <= everything
+    # the derived values are the run's: 16 per batch x 2 accumulated x 1 device
+    groups_request = urllib.request.Request(
+        f"{url}data/plugin/hparams/session_groups",
+        data=json.dumps(
+            {
+                "experimentName": "",
+                "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+                "colParams": [{"hparam": "batch_size_effective"}, {"hparam": "model"}],
+                "startIndex": 0,
+                "sliceSize": 10,
+            }
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(groups_request, timeout=30) as response:
+        (group,) = json.loads(response.read())["sessionGroups"]
+    assert group["hparams"]["batch_size_effective"] == 32
+    assert group["hparams"]["model"] == str(tiny_bert)
