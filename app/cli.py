@@ -10,18 +10,18 @@ checkpoint on ``val/acc``, an LR monitor, a rich progress bar and a prediction w
 from __future__ import annotations
 
 import errno
-import os
+import math
 import sys
-import warnings
 from typing import Any
 
 from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import LambdaCallback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from app.config_checks import check_config
+from app.console import ModelSummaryTable, quiet_known_noise
 from app.lifecycle import (
     CheckpointRequest,
     ExactResume,
@@ -85,6 +85,8 @@ class FinetuneCLI(LightningCLI):
     def before_fit(self) -> None:
         if self.config[self.subcommand].get("export_pretrained") and not hasattr(self.model, "export_pretrained"):
             raise TbxFinetuneError(f"--export_pretrained: {type(self.model).__name__} has no export; drop the option")
+        if (self.config[self.subcommand].get("trainer") or {}).get("log_every_n_steps") is None:
+            self.trainer.callbacks.append(LambdaCallback(on_train_start=log_about_20_points))
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Load ``--ckpt_path`` safely right after parsing: LightningCLI reads its hyperparameters next."""
@@ -126,17 +128,27 @@ class FinetuneCLI(LightningCLI):
         rank_zero_info(f"exported {best or 'the last weights'} to {folder}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """Add the rich progress bar unless the config turned progress bars off."""
+        """Add the rich progress bar and our model summary unless the config turned them off."""
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer_config = config.get("trainer") or {}
-        if trainer_config.get("enable_progress_bar") is not False and "callbacks" not in kwargs:
-            kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), RichProgressBar()]
+        extra = [RichProgressBar()] if trainer_config.get("enable_progress_bar") is not False else []
+        extra += [ModelSummaryTable()] if trainer_config.get("enable_model_summary") is not False else []
+        if extra and "callbacks" not in kwargs:
+            kwargs["callbacks"] = [*(trainer_config.get("callbacks") or []), *extra]
         return super().instantiate_trainer(**kwargs)
+
+
+def log_about_20_points(trainer: Trainer, *_: Any) -> None:
+    """Unless the config says, log every ``steps / 20`` steps (at most Lightning's default 50): at 50, a run shorter
+    than 50 steps would draw no training curve at all."""
+    steps = trainer.estimated_stepping_batches
+    if math.isfinite(steps):
+        trainer.log_every_n_steps = max(1, min(50, int(steps) // 20))
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point; our input errors are printed as one line, without a traceback, exit code 2."""
-    _quiet_known_noise()
+    quiet_known_noise()
     try:
         FinetuneCLI(
             model_class=ClassificationModule,
@@ -163,15 +175,6 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"tbx-finetune: error: {ours}", file=sys.stderr)
         sys.exit(2)
-
-
-def _quiet_known_noise() -> None:
-    """Process-wide settings of the application, made by its entry point (never on import of a package)."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fast tokenizers warn in forked loader workers
-    # Image preprocessing lives in the model on purpose (normalisation is the checkpoint's); Lightning warns
-    # whenever a module overrides this hook and a datamodule is passed, though it then uses the module's.
-    warnings.filterwarnings("ignore", message="You have overridden `on_after_batch_transfer` in `LightningModule`")
-    warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata's StatefulDataLoader
 
 
 _FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}

@@ -122,8 +122,8 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
 
 
 def _weight_shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the weights (metric states, ``metrics.*``, follow the labels and may be absent)."""
-    return {name: tuple(t.shape) for name, t in state.items() if not name.startswith("metrics.")}
+    """Names and shapes of the weights (metric states follow the labels and may be absent)."""
+    return {name: tuple(t.shape) for name, t in state.items() if not name.startswith(("metrics.", "epoch_loss."))}
 
 
 def best_checkpoint(trainer: Trainer) -> str:

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset
 from torchdata.stateful_dataloader import StatefulDataLoader
+
+from datamodules.splits import LABEL_COLUMN
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 """The loaders each Lightning stage needs (``predict`` reads the split named by ``predict_split``)."""
@@ -22,6 +25,7 @@ class ClassificationDataModule(LightningDataModule):
     ``eval_batch_size``, ``num_workers`` and ``predict_split``."""
 
     _label_names: list[str]
+    _splits: dict[str, Any]
 
     def _prepare(self) -> None:
         raise NotImplementedError
@@ -42,6 +46,16 @@ class ClassificationDataModule(LightningDataModule):
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
+
+    def label_counts(self) -> dict[str, list[int]]:
+        """Examples per class (in ``label_names`` order) of each of train, val and test: what a reader of the run
+        needs to judge its accuracy (the majority-class baseline) and to compare runs."""
+        self._prepare()
+        return {
+            name: np.bincount(np.asarray(split[LABEL_COLUMN]), minlength=len(self._label_names)).tolist()
+            for name, split in self._splits.items()
+            if name in ("train", "val", "test")
+        }
 
     def _loader(self, name: str, train: bool = False) -> StatefulDataLoader:
         """A loader whose position and shuffle order go into Lightning's checkpoints (``StatefulDataLoader``): a

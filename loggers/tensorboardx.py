@@ -30,6 +30,8 @@ from tensorboardX import SummaryWriter
 from tensorboardX.proto.api_pb2 import Status
 from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData, SessionEndInfo
 from tensorboardX.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboardX.proto.tensor_pb2 import TensorProto
+from tensorboardX.proto.tensor_shape_pb2 import TensorShapeProto
 from tensorboardX.summary import hparams as hparams_summaries
 
 from common.errors import TbxFinetuneError
@@ -56,6 +58,16 @@ DEFAULT_HPARAMS_SHOWN = {
 """The hyperparameters the HPARAMS table shows by default, with their column names. TensorBoard shows five,
 those marked ``differs`` first, then by key: these are marked, every other key stays selectable."""
 
+CUSTOM_SCALARS_LAYOUT = {
+    "curves": {
+        "loss: train vs val": ["Multiline", [r"^train/loss$", r"^train/loss_epoch$", r"^val/loss$"]],
+        "accuracy: train vs val": ["Multiline", [r"^train/acc$", r"^val/acc$"]],
+        "learning rate": ["Multiline", [r"^lr-"]],
+        "total gradient norm": ["Multiline", [r"^grad_norm/total$"]],
+    }
+}
+"""The CUSTOM SCALARS tab: what belongs on one chart (tag regexes), which the SCALARS tab never does."""
+
 _SESSION_STATUS = {
     "success": Status.STATUS_SUCCESS,
     "finished": Status.STATUS_SUCCESS,
@@ -64,6 +76,17 @@ _SESSION_STATUS = {
 }
 _WRITERS_IN_PROCESS = itertools.count(1)
 _VERSION_DIR = re.compile(r"^version_(\d+)$")
+
+
+class _Writer(SummaryWriter):
+    """tensorboardX's writer whose ``add_text`` writes markdown under the tag as given: tensorboardX's own appends
+    ``/text_summary`` to the tag and writes a one-element list, which TensorBoard shows as a one-cell table."""
+
+    def add_text(self, tag: str, text_string: str, global_step: int | None = None, walltime: float | None = None):
+        metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name="text"))
+        tensor = TensorProto(dtype="DT_STRING", string_val=[text_string.encode()], tensor_shape=TensorShapeProto())
+        value = Summary.Value(tag=tag, metadata=metadata, tensor=tensor)
+        self._get_file_writer().add_summary(Summary(value=[value]), global_step, walltime)
 
 
 class TensorBoardXLogger(TensorBoardLogger):
@@ -166,7 +189,7 @@ class TensorBoardXLogger(TensorBoardLogger):
             # the suffix carries the pid and a per-process count of writers, zero-padded: TensorBoard reads a run
             # folder's files in name order and drops points that go back in steps
             self._writers_opened += 1
-            self._experiment = SummaryWriter(
+            self._experiment = _Writer(
                 logdir=self.log_dir,
                 flush_secs=self._flush_secs,
                 max_queue=self._max_queue,
@@ -212,6 +235,7 @@ class TensorBoardXLogger(TensorBoardLogger):
             hparam_dict=self.hparams, metric_dict=dict.fromkeys(self._hparams_metrics, 0.0)
         )
         writer = self.experiment
+        writer.add_custom_scalars(CUSTOM_SCALARS_LAYOUT)
         writer.file_writer.add_summary(_curated(experiment, self._hparams_shown, self._hparams_metrics))
         writer.file_writer.add_summary(session_start)
         self._hparams_written = True

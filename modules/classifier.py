@@ -19,7 +19,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import MeanMetric, Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from transformers import AutoConfig, SchedulerType, get_scheduler
 
@@ -102,7 +102,9 @@ class ClassificationModule(LightningModule):
         )
         # keyed "<stage>_metrics": a ModuleDict key "train" would shadow nn.Module.train()
         self.metrics = nn.ModuleDict({f"{stage}_metrics": metrics.clone(prefix=f"{stage}/") for stage in STAGES})
-        self.metrics["train_metrics"].persistent(True)  # in checkpoints: a mid-epoch resume keeps the epoch's count
+        self.epoch_loss = MeanMetric()
+        for metric in (self.metrics["train_metrics"], self.epoch_loss):
+            metric.persistent(True)  # in checkpoints: a mid-epoch resume keeps what the epoch counted so far
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return logits of shape ``(batch, num_labels)``."""
@@ -128,29 +130,40 @@ class ClassificationModule(LightningModule):
         )
         if stage != "train":  # training metrics are logged once per epoch, not touched on every step
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
+        else:  # the epoch's mean loss too (train/loss_epoch): beside val/loss every epoch, whatever the cadence
+            self.epoch_loss.update(loss.detach(), weight=labels.shape[0])
         return loss, logits
 
     def on_train_epoch_start(self) -> None:
         # Lightning calls this only for an epoch trained from its first batch, never after a mid-epoch restore
-        self.metrics["train_metrics"].reset()
+        for metric in self._epoch_metrics().values():
+            metric.reset()
+
+    def _epoch_metrics(self) -> dict[str, Metric]:
+        """The metrics a training epoch accumulates, by state-dict prefix."""
+        train = {f"metrics.train_metrics.{n}.": m for n, m in self.metrics["train_metrics"].items(keep_base=True)}
+        return {**train, "epoch_loss.": self.epoch_loss}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the epoch's training metric state summed over all ranks (every rank calls this hook, rank 0 writes
-        the file); on load only rank 0 keeps it, so the epoch's ``train/acc`` after a resume counts each batch once."""
-        for name, metric in self.metrics["train_metrics"].items(keep_base=True):
+        the file); on load only rank 0 keeps it, so the epoch's ``train/*`` after a resume count each batch once."""
+        for prefix, metric in self._epoch_metrics().items():
             with metric.sync_context():
-                for key, value in metric.state_dict(prefix=f"metrics.train_metrics.{name}.").items():
+                for key, value in metric.state_dict(prefix=prefix).items():
                     checkpoint["state_dict"][key] = value.clone()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # ranks > 0 start from zero counts; a checkpoint from before the state was saved loads with zero counts too
         keep = self._trainer is None or self.trainer.global_rank == 0
         state = checkpoint["state_dict"]
-        for key, value in self.metrics["train_metrics"].state_dict(prefix="metrics.train_metrics.").items():
-            state[key] = state[key] if keep and key in state else torch.zeros_like(value)
+        for prefix, metric in self._epoch_metrics().items():
+            for key, value in metric.state_dict(prefix=prefix).items():
+                state[key] = state[key] if keep and key in state else torch.zeros_like(value)
 
     def on_train_epoch_end(self) -> None:
+        # logged here, not in training_step: an epoch resumed after its last batch runs no training_step
         self.log_dict(self.metrics["train_metrics"], on_step=False, on_epoch=True)
+        self.log("train/loss_epoch", self.epoch_loss, on_step=False, on_epoch=True)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")[0]

@@ -147,7 +147,7 @@ def test_nan_gradient_alerts_and_histogram_stays_valid(tmp_path, tiny_bert, sent
     assert poisoned.num == len(recorder.before_step[2]) - 1
     assert all(math.isfinite(x) for x in (poisoned.min, poisoned.max, poisoned.sum, poisoned.sum_squares))
     assert 2 not in {e.step for e in events.Scalars("grad_norm/total")}  # a NaN total is not plotted
-    text = events.Tensors("health/nonfinite/text_summary")
+    text = events.Tensors("health/nonfinite")
     assert [t.step for t in text] == [2]
     assert b"non-finite" in text[0].tensor_proto.string_val[0]
     assert {e.step: e.value for e in events.Scalars("health/alerts")}[2] >= 1
@@ -161,7 +161,7 @@ def test_nonfinite_guard_stops_training_at_a_poisoned_gradient(tmp_path, tiny_be
         fit_tiny(tmp_path, tiny_bert, sentiment_csv, [PoisonGradient(at_step=1), guard, monitor], max_steps=20)
     events = load_events(next((tmp_path / "runs").glob("default/version_*")))
     assert {e.step for e in events.Scalars("grad_norm/total")} == {0}  # stopped before step 1's update
-    alert = events.Tensors("health/nonfinite/text_summary")
+    alert = events.Tensors("health/nonfinite")
     assert [t.step for t in alert] == [1] and b"became non-finite" in alert[0].tensor_proto.string_val[0]
 
 

@@ -1,4 +1,5 @@
-"""What a person sees first in TensorBoard's HPARAMS tab, asked of a real TensorBoard server over its HTTP API."""
+"""What a person sees first: the console of a run, then TensorBoard, asked of a real TensorBoard server over its
+HTTP API (the HPARAMS columns, the CUSTOM SCALARS layout, the TEXT tab, a training curve even for a short run)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def get(url: str) -> dict | list:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
 def experiment(url: str, limit: int | None) -> dict:
     body = {"experimentName": "", "includeMetrics": True, **({"hparamsLimit": limit} if limit else {})}
     request = urllib.request.Request(
@@ -38,11 +44,15 @@ def experiment(url: str, limit: int | None) -> dict:
         return json.loads(response.read())
 
 
-def test_hparams_tab_opens_on_the_curated_columns(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> None:
+def test_first_screens(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> None:
     config = text_config(tiny_bert, str(sentiment_csv), tmp_path / "runs")
-    config["trainer"].update(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accumulate_grad_batches=2)
+    config["trainer"].update(max_epochs=2, limit_train_batches=4, limit_val_batches=1, accumulate_grad_batches=2)
+    del config["trainer"]["log_every_n_steps"]  # the default cadence: a short run still draws its curve
     result = run_cli("fit", "--config", str(write_yaml(tmp_path / "fit.yaml", config)))
     assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr  # what the user reads: no product tips, deprecations or zero FLOPs
+    assert "Trainable params" in console and "Tip:" not in console and "FLOPs" not in console, console[-3000:]
+    assert "deprecated" not in console and "stepping batches" not in console, console[-3000:]
 
     server = program.TensorBoard()
     server.configure(argv=[None, "--logdir", str(tmp_path / "runs"), "--host", "127.0.0.1",
@@ -59,7 +69,7 @@ def test_hparams_tab_opens_on_the_curated_columns(tmp_path: Path, tiny_bert: Pat
     assert dict(metrics)["val/acc"] == "val accuracy"
 
     everything = {info["name"] for info in experiment(url, None)["hparamInfos"]}
-    assert {"data.init_args.max_length", "trainer.log_every_n_steps", "model.init_args.weight_decay"} <= everything
+    assert {"data.init_args.max_length", "trainer.max_epochs", "model.init_args.weight_decay"} <= everything
     # the derived values are the run's: 16 per batch x 2 accumulated x 1 device
     groups_request = urllib.request.Request(
         f"{url}data/plugin/hparams/session_groups",
@@ -78,3 +88,21 @@ def test_hparams_tab_opens_on_the_curated_columns(tmp_path: Path, tiny_bert: Pat
         (group,) = json.loads(response.read())["sessionGroups"]
     assert group["hparams"]["batch_size_effective"] == 32
     assert group["hparams"]["model"] == str(tiny_bert)
+
+    # CUSTOM SCALARS: train and val on one chart
+    layout = get(f"{url}data/plugin/custom_scalars/layout")
+    charts = {chart["title"]: chart["multiline"]["tag"] for c in layout["category"] for chart in c["chart"]}
+    assert charts["loss: train vs val"] == ["^train/loss$", "^train/loss_epoch$", "^val/loss$"]
+    assert set(charts) == {"loss: train vs val", "accuracy: train vs val", "learning rate", "total gradient norm"}
+
+    # SCALARS: a point every optimizer step (2 epochs x 4 batches / 2 accumulated), the epoch's mean loss
+    run = "test/version_0"
+    train = get(f"{url}data/plugin/scalars/scalars?run={run}&tag=train/loss")
+    assert [point[1] for point in train] == [0, 1, 2, 3]
+    assert len(get(f"{url}data/plugin/scalars/scalars?run={run}&tag=train/loss_epoch")) == 2
+
+    # TEXT: tags as written (no /text_summary), markdown rather than a one-cell table; the data's shape
+    tags = get(f"{url}data/plugin/text/tags")[run]
+    assert "data/label_counts" in tags and not any(tag.endswith("/text_summary") for tag in tags)
+    (counts,) = get(f"{url}data/plugin/text/text?run={run}&tag=data/label_counts")
+    assert "<table>" in counts["text"] and "<td>train</td>" in counts["text"]
