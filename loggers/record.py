@@ -75,9 +75,20 @@ class TensorBoardRecord:
         """A precision-recall curve from per-threshold counts (see ``loggers.visuals.pr_counts``)."""
         self.writer.add_pr_curve_raw(tag, **counts, global_step=step, num_thresholds=len(counts["precision"]))
 
-    def embedding(self, tag: str, features: torch.Tensor, metadata: list, header: list[str] | None, step: int) -> None:
-        """Feature vectors for the PROJECTOR tab, one metadata row (e.g. label, prediction) per vector."""
-        self.writer.add_embedding(features, metadata=metadata, metadata_header=header, global_step=step, tag=tag)
+    def embedding(
+        self,
+        tag: str,
+        features: torch.Tensor,
+        metadata: list,
+        header: list[str] | None,
+        step: int,
+        thumbnails: torch.Tensor | None = None,
+    ) -> None:
+        """Feature vectors for the PROJECTOR tab, one metadata row (e.g. label, prediction) per vector, optionally
+        drawn as images (``thumbnails``: NCHW floats in 0..1)."""
+        self.writer.add_embedding(
+            features, metadata=metadata, label_img=thumbnails, metadata_header=header, global_step=step, tag=tag
+        )
 
     def graph(self, model: torch.nn.Module, input_array: Any) -> None:
         """Trace ``model`` on ``input_array`` into the GRAPHS tab.

@@ -34,6 +34,8 @@ from loggers.histograms import HistogramStats, histogram_summary
 from loggers.record import TensorBoardRecord, tensorboard_records
 
 SAMPLE_TAG = "train/augmented_inputs"
+_PROJECTED = ("labels", "predicted", "confidence")
+_SNIPPET = 120  # characters of text shown per projector point
 """The IMAGES tag of the grid of augmented training inputs an image model keeps in ``sample_grid``."""
 _MIN_COUNT = 1e-7  # TensorBoard's pr_curve plugin divides by max(count, 1e-7) too
 
@@ -48,7 +50,8 @@ class ValidationVisuals(Callback):
         misclassified: Up to this many misclassified validation examples: a text table
             ``val/misclassified`` for text models, an image grid for image models (0: off).
         embeddings: Up to this many validation examples' pooled features (the classification head's
-            input) in the projector, with label and prediction as metadata (0: off).
+            input) in the projector (0: off), with label, prediction, correct, confidence and the text snippet as
+            metadata; image points are drawn as their thumbnails.
         logit_histograms: One histogram of each class's logit, ``val/logits/<class>``.
         graph: The model graph, traced once on two validation examples at the start of fit.
         every_n_epochs: Draw every this many validation epochs.
@@ -98,9 +101,8 @@ class ValidationVisuals(Callback):
         if self.logit_histograms:
             metrics["logits"] = CatMetric()
         if self.embeddings:
-            metrics["features"] = CatMetric()
-            metrics["labels"] = CatMetric()
-            metrics["predicted"] = CatMetric()
+            for name in ("features", "labels", "predicted", "confidence"):
+                metrics[name] = CatMetric()
         self._metrics = nn.ModuleDict(metrics).to(pl_module.device)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -126,6 +128,7 @@ class ValidationVisuals(Callback):
             metric.to(pl_module.device).reset()
         self._examples = []
         self._embedded = 0
+        self._embedded_inputs: list[Any] = []  # rank 0's: the first rows of the gathered features
         if self.embeddings:
             head = _classification_head(pl_module)
             self._hook = head.register_forward_pre_hook(self._capture_features)
@@ -152,9 +155,13 @@ class ValidationVisuals(Callback):
             self._metrics["logits"].update(logits)
         room = self.embeddings - self._embedded
         if room > 0 and self._pending_features is not None:
+            confidence, predicted = logits[:room].softmax(dim=-1).max(dim=-1)
             self._metrics["features"].update(self._pending_features[:room])
             self._metrics["labels"].update(labels[:room].float())
-            self._metrics["predicted"].update(logits[:room].argmax(dim=-1).float())
+            self._metrics["predicted"].update(predicted.float())
+            self._metrics["confidence"].update(confidence)
+            if trainer.is_global_zero:
+                self._embedded_inputs += describe_inputs(trainer, batch, list(range(min(room, len(labels)))))
             self._embedded += min(room, len(labels))
         self._pending_features = None
         if self.misclassified and trainer.is_global_zero and len(self._examples) < self.misclassified:
@@ -217,10 +224,17 @@ class ValidationVisuals(Callback):
                 out.append(partial(TensorBoardRecord.histogram, tag=f"val/logits/{name}", stats=stats))
         if self.embeddings and self._metrics["features"].update_count:
             features = _as_matrix(self._metrics["features"].compute())[: self.embeddings].cpu()
-            labels = self._metrics["labels"].compute().long().flatten()[: self.embeddings].tolist()
-            predicted = self._metrics["predicted"].compute().long().flatten()[: self.embeddings].tolist()
-            metadata = [[names[t], names[p]] for t, p in zip(labels, predicted, strict=True)]
-            header = ["label", "predicted"]
+            columns = [self._metrics[k].compute().flatten()[: self.embeddings].tolist() for k in _PROJECTED]
+            rows = zip(*columns, strict=True)
+            metadata = [[names[int(t)], names[int(p)], str(t == p).lower(), f"{c:.3f}"] for t, p, c in rows]
+            header, thumbnails = ["label", "predicted", "correct", "confidence"], None
+            inputs = self._embedded_inputs[: len(metadata)]
+            if inputs and isinstance(inputs[0], str):  # text: a snippet to read beside each point
+                header.append("text")
+                snippets = [" ".join(text.split())[:_SNIPPET] for text in inputs]
+                metadata = [row + [snippets[i] if i < len(snippets) else ""] for i, row in enumerate(metadata)]
+            elif len(inputs) == len(metadata) and all(torch.is_tensor(image) for image in inputs):
+                thumbnails = torch.stack(inputs)  # images: each point drawn as its picture
             out.append(
                 partial(
                     TensorBoardRecord.embedding,
@@ -228,6 +242,7 @@ class ValidationVisuals(Callback):
                     features=features,
                     metadata=metadata,
                     header=header,
+                    thumbnails=thumbnails,
                 )
             )
         return scalars, out

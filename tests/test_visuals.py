@@ -107,8 +107,10 @@ def test_embeddings_are_readable_by_the_projector(visual_run: Path) -> None:
         assert vectors.shape == (VAL_ROWS, 32)  # every validation example, the tiny BERT's hidden size
         with (visual_run / embedding.metadata_path).open(encoding="utf-8") as f:
             rows = list(csv.reader(f, delimiter="\t"))
-        assert rows[0] == ["label", "predicted"] and len(rows) == VAL_ROWS + 1
+        assert rows[0] == ["label", "predicted", "correct", "confidence", "text"] and len(rows) == VAL_ROWS + 1
         assert {row[0] for row in rows[1:]} == {"neg", "pos"}
+        assert all(row[2] == str(row[0] == row[1]).lower() and 0.5 <= float(row[3]) <= 1 for row in rows[1:])
+        assert all(row[4] and "\t" not in row[4] and "\n" not in row[4] for row in rows[1:])
 
 
 def test_logit_histograms_graph_and_gradient_histograms(visual_run: Path) -> None:
@@ -190,4 +192,5 @@ def test_image_model_gets_the_same_record_with_an_image_grid(tmp_path: Path) -> 
     config = text_format.Parse((run_dir / "projector_config.pbtxt").read_text(), ProjectorConfig())
     vectors = np.loadtxt(run_dir / config.embeddings[0].tensor_path, delimiter="\t", ndmin=2)
     assert vectors.shape[0] == 32  # the validation split (max_samples val: 32), the head's pooled input
+    assert config.embeddings[0].sprite.image_path  # each point drawn as its digit
     assert events.Graph().node
