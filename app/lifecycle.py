@@ -331,10 +331,12 @@ class CheckpointRequest:
         root, version = logger_root(config)
         if config.get("ckpt_path") == LAST:
             found = find_last_checkpoint(root, version) if root else None
+            named = version if isinstance(version, str) else f"version_{version}"
+            where = os.path.join(str(root), "version_*" if version is None else named)
             if found is None and subcommand != "fit":
-                raise TbxFinetuneError(f"--ckpt_path last: no {root}/version_*/checkpoints/{LAST_FILE} to {subcommand}")
+                raise TbxFinetuneError(f"--ckpt_path last: no {where}/checkpoints/{LAST_FILE} to {subcommand}")
             if found is None:
-                rank_zero_info(f"tbx-finetune: --ckpt_path last: no {root}/version_*/checkpoints/{LAST_FILE}, new run")
+                rank_zero_info(f"tbx-finetune: --ckpt_path last: no {where}/checkpoints/{LAST_FILE}, new run")
             config["ckpt_path"] = str(found) if found else None
         ckpt_path = config.get("ckpt_path")
         self.no_run_folder = subcommand != "fit"
