@@ -148,6 +148,11 @@ def log_about_20_points(trainer: Trainer, *_: Any) -> None:
 
 def main(args: list[str] | None = None) -> None:
     """Entry point; our input errors are printed as one line, without a traceback, exit code 2."""
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv[:1] == ["report"]:  # reads finished runs, no Trainer: not a LightningCLI subcommand (app/report.py)
+        from app.report import main as report
+
+        return report(argv[1:])  # prints `tbx-finetune: error: ...` and exits 2 on our errors, as below
     quiet_known_noise()
     try:
         FinetuneCLI(
