@@ -48,6 +48,7 @@ def test_first_screens(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> 
     config = text_config(tiny_bert, str(sentiment_csv), tmp_path / "runs")
     config["trainer"].update(max_epochs=2, limit_train_batches=4, limit_val_batches=1, accumulate_grad_batches=2)
     del config["trainer"]["log_every_n_steps"]  # the default cadence: a short run still draws its curve
+    config["visuals"] = {"embeddings": 8}
     result = run_cli("fit", "--config", str(write_yaml(tmp_path / "fit.yaml", config)))
     assert result.returncode == 0, result.stderr[-3000:]
     console = result.stdout + result.stderr  # what the user reads: no product tips, deprecations or zero FLOPs
@@ -106,3 +107,10 @@ def test_first_screens(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> 
     assert "data/label_counts" in tags and not any(tag.endswith("/text_summary") for tag in tags)
     (counts,) = get(f"{url}data/plugin/text/text?run={run}&tag=data/label_counts")
     assert "<table>" in counts["text"] and "<td>train</td>" in counts["text"]
+
+    # PROJECTOR: each point's label, prediction, whether it is right, the confidence and the text
+    info = get(f"{url}data/plugin/projector/info?run={run}")
+    name = info["embeddings"][-1]["tensorName"]
+    with urllib.request.urlopen(f"{url}data/plugin/projector/metadata?run={run}&name={name}", timeout=30) as response:
+        rows = [line.split("\t") for line in response.read().decode().splitlines()]
+    assert rows[0] == ["label", "predicted", "correct", "confidence", "text"] and len(rows) == 9
