@@ -41,6 +41,7 @@ _FACTS_ONLY = {**dict.fromkeys(("compressedHistograms", "images", "audio", "hist
 EVENTS_GLOB = "events.out.tfevents.*"
 CONFUSION_MATRIX_TAG = "val/confusion_matrix"
 LABEL_COUNTS_TAG = "data/label_counts"
+RESUMED_TAG = "run/resumed"  # loggers.tensorboardx.RESUMED_TAG (this module reads files, it imports no logger)
 TEXT_SUFFIX = "/text_summary"  # tensorboardX's add_text appends it; the project's own writer no longer does
 STATUS_SUCCESS, STATUS_FAILURE = 1, 2  # tensorboard.plugins.hparams.api_pb2.Status
 SEED_KEY = "seed_everything"
@@ -65,6 +66,7 @@ class FileFacts:
     last_step: int | None
     trains: bool  # has train/* points: a fit, not an evaluation added later
     starts_session: bool  # an HPARAMS session start: a fit (or a resumed fit) begins here
+    resumed_step: int | None  # the step our logger's `run/resumed` marks, when this file holds it
     end_status: int | None  # the HPARAMS session end in this file, if any
 
 
@@ -397,7 +399,9 @@ def file_facts(path: Path) -> FileFacts:
     steps = [e.step for tag in scalar_tags for e in events.Scalars(tag)]
     contents = _plugin(events, "hparams")
     end = contents.get("_hparams_/session_end_info")
+    resumed = [e.step for tag in events.Tags()["tensors"] if tag == RESUMED_TAG for e in events.Tensors(tag)]
     return FileFacts(
+        resumed_step=min(resumed, default=None),
         first_step=min(steps, default=None),
         last_step=max(steps, default=None),
         trains=any(tag.startswith("train/") for tag in scalar_tags),
@@ -427,10 +431,15 @@ def _sessions(files: list[FileFacts]) -> list[Session]:
                 last_step=max(lasts, default=None),
                 status=ends[-1] if ends else None,
                 has_hparams=any(f.starts_session for f in group),
-                resumed_at=min(firsts, default=None) if index else None,
+                resumed_at=_resumed_at(group, firsts) if index else None,
             )
         )
     return sessions
+
+
+def _resumed_at(group: list[FileFacts], firsts: list[int]) -> int | None:
+    """Where the logger says the run resumed (``run/resumed``), else the first step this session logged."""
+    return next((f.resumed_step for f in group if f.resumed_step is not None), min(firsts, default=None))
 
 
 def ending_of(sessions: list[Session]) -> Ending:

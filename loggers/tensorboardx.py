@@ -68,6 +68,9 @@ CUSTOM_SCALARS_LAYOUT = {
 }
 """The CUSTOM SCALARS tab: what belongs on one chart (tag regexes), which the SCALARS tab never does."""
 
+RESUMED_TAG = "run/resumed"
+"""A text point at the step a resumed fit continued from (TensorBoard's reader does not expose the purge step)."""
+
 _SESSION_STATUS = {
     "success": Status.STATUS_SUCCESS,
     "finished": Status.STATUS_SUCCESS,
@@ -197,6 +200,8 @@ class TensorBoardXLogger(TensorBoardLogger):
                 # a later writer (test_after_fit) must not purge what this session wrote since the resume
                 purge_step=self._purge_step if self._writers_opened == 1 else None,
             )
+            if self._writers_opened == 1 and self._purge_step is not None:  # the run's record says where it resumed
+                self._experiment.add_text(RESUMED_TAG, f"resumed at step {self._purge_step}", self._purge_step)
         return self._experiment
 
     @rank_zero_only

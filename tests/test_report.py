@@ -295,3 +295,12 @@ def assert_self_contained(out: Path, page: str) -> None:
     assert not re.search(r"(src|href)=\"(https?:|//)", page) and "@import" not in page
     sources = re.findall(r'<img[^>]* src="([^"]+)"', page)
     assert sources and all((out / s).is_file() and (out / s).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for s in sources)
+
+
+def test_resume_point_comes_from_the_logger_not_the_first_logged_step(tmp_path: Path) -> None:
+    """A resumed fit that logs sparsely (log_every_n_steps) first logs after its checkpoint's step; the logger's
+    ``run/resumed`` mark says where it really continued."""
+    logged_session(tmp_path, "sparse", range(10), hparams(), end=None)
+    run = logged_session(tmp_path, "sparse", range(8, 12), hparams(), purge_step=6)
+    _, summary = report.load_runs([run])
+    assert summary.loc[0, "resumed at"] == "6"
