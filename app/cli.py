@@ -34,6 +34,7 @@ from common.errors import TbxFinetuneError
 from loggers.gradients import GradNormMonitor
 from loggers.health import NonFiniteGuard
 from loggers.run_config import RunConfigCallback
+from loggers.throughput import PerfMonitor
 from loggers.visuals import ValidationVisuals
 from modules.classifier import ClassificationModule
 
@@ -166,6 +167,7 @@ def main(args: list[str] | None = None) -> None:
                 "callbacks": [
                     LearningRateMonitor(logging_interval="step"),
                     ExactResume(),
+                    PerfMonitor(),
                 ],
             },
             # one way to choose the optimizer: model.init_args.optimizer (+ lr_schedule); LightningCLI's own

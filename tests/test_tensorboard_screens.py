@@ -101,6 +101,12 @@ def test_first_screens(tmp_path: Path, tiny_bert: Path, sentiment_csv: Path) -> 
     train = get(f"{url}data/plugin/scalars/scalars?run={run}&tag=train/loss")
     assert [point[1] for point in train] == [0, 1, 2, 3]
     assert len(get(f"{url}data/plugin/scalars/scalars?run={run}&tag=train/loss_epoch")) == 2
+    samples = get(f"{url}data/plugin/scalars/scalars?run={run}&tag=perf/samples_per_sec")
+    tokens = get(f"{url}data/plugin/scalars/scalars?run={run}&tag=perf/tokens_per_sec")
+    assert [p[1] for p in samples] == [p[1] for p in tokens] == [0, 1, 2, 3]  # with train/loss
+    for (_, _, per_sec), (_, _, tokens_per_sec) in zip(samples, tokens, strict=True):
+        assert 0 < per_sec <= tokens_per_sec <= 32 * per_sec  # real tokens: at least one, at most max_length each
+    assert "perf/mfu" not in get(f"{url}data/plugin/scalars/tags")[run]  # no known peak FLOPs on a CPU
 
     # TEXT: tags as written (no /text_summary), markdown rather than a one-cell table; the data's shape
     tags = get(f"{url}data/plugin/text/tags")[run]
