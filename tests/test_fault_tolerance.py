@@ -112,6 +112,7 @@ def test_stopped_then_resumed_run_gives_the_uninterrupted_record(
     assert steps_of(run_dir)["train/loss"] == list(range(MAX_STEPS))
     final, expected = scalars(run_dir), scalars(whole_dir)
     for tag, points in expected.items():  # same seed, same data order, the random streams restored
-        assert final[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
+        if not tag.startswith("perf/"):  # (throughput is a measured time: its steps match, not its values)
+            assert final[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
     for kept in range(restored):  # kept from before the stop, identical
         assert final["train/loss"][kept] == pytest.approx(before["train/loss"][kept])
