@@ -41,6 +41,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from torchmetrics import Metric
 
 from common.errors import TbxFinetuneError
 from common.lightning_state import (
@@ -66,12 +67,16 @@ def find_last_checkpoint(root_dir: str, version: int | str | None = None) -> Pat
     """``last.ckpt`` of the run the config names (``trainer.logger.init_args.version``), else of the highest
     ``version_<n>`` under ``root_dir`` that has one: deterministic, whatever wrote last."""
     if version is not None:
-        folder = version if isinstance(version, str) else f"version_{version}"
-        path = Path(root_dir) / folder / "checkpoints" / LAST_FILE
+        path = Path(root_dir) / version_folder(version) / "checkpoints" / LAST_FILE
         return path if path.is_file() else None
     numbered = [(int(m.group(1)), p) for p in Path(root_dir).glob(f"version_*/checkpoints/{LAST_FILE}")
                 if (m := _NUMBERED_RUN.match(p.parent.parent.name)) and p.is_file()]  # fmt: skip
     return max(numbered, default=(None, None))[1]
+
+
+def version_folder(version: int | str) -> str:
+    """A run's folder name, as Lightning's TensorBoardLogger names it: a str as is, an int ``version_<int>``."""
+    return version if isinstance(version, str) else f"version_{version}"
 
 
 def run_folder_of(ckpt_path: str | os.PathLike, root_dir: str) -> str | None:
@@ -101,7 +106,10 @@ def load_checkpoint(ckpt_path: str | os.PathLike, key: str = "ckpt_path") -> dic
 
 def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_path: str) -> None:
     """Raise our error when the checkpoint's weights do not match the model's (names and shapes)."""
-    expected, found = _weight_shapes(model.state_dict()), _weight_shapes(checkpoint["state_dict"])
+    # metric states (torchmetrics modules: their shapes follow the labels, older checkpoints lack them) are no weights
+    metric_states = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, Metric))
+    expected = _weight_shapes(model.state_dict(), metric_states)
+    found = _weight_shapes(checkpoint["state_dict"], metric_states)
     missing = sorted(expected.keys() - found.keys())
     unexpected = sorted(found.keys() - expected.keys())
     reshaped = [
@@ -121,9 +129,9 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
     )
 
 
-def _weight_shapes(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the weights (metric states follow the labels and may be absent)."""
-    return {name: tuple(t.shape) for name, t in state.items() if not name.startswith(("metrics.", "epoch_loss."))}
+def _weight_shapes(state: dict[str, torch.Tensor], skip: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the entries of ``state`` not under a ``skip`` prefix."""
+    return {name: tuple(t.shape) for name, t in state.items() if not name.startswith(skip)}
 
 
 def best_checkpoint(trainer: Trainer) -> str:
@@ -331,8 +339,7 @@ class CheckpointRequest:
         root, version = logger_root(config)
         if config.get("ckpt_path") == LAST:
             found = find_last_checkpoint(root, version) if root else None
-            named = version if isinstance(version, str) else f"version_{version}"
-            where = os.path.join(str(root), "version_*" if version is None else named)
+            where = os.path.join(str(root), "version_*" if version is None else version_folder(version))
             if found is None and subcommand != "fit":
                 raise TbxFinetuneError(f"--ckpt_path last: no {where}/checkpoints/{LAST_FILE} to {subcommand}")
             if found is None:
@@ -393,10 +400,11 @@ class ExactResume(Callback):
         self._restored: list[dict[str, Any]] | None = None
 
     def state_dict(self) -> dict[str, Any]:
+        _, keys, *numpy_rest = np.random.get_state()
         state = {
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "numpy": [torch.from_numpy(np.random.get_state()[1].astype(np.int64)), *np.random.get_state()[2:]],
+            "numpy": [torch.from_numpy(keys.astype(np.int64)), *numpy_rest],
             "python": random.getstate(),
         }
         ranks = [state]

@@ -7,8 +7,9 @@ reader keeps only the *first* HPARAMS record per tag of a folder, so how the run
 where it was resumed are read per events file, with the same reader over each file.
 
 This module turns runs into tables (``load_runs``: every scalar point, one summary row per run, comparisons between
-runs); ``app.report_html`` draws the charts and writes the page. It reads files, not our objects: it imports nothing
-of the project but the error type, so it also reads runs written by other tools (no HPARAMS, no ``config.yaml``).
+runs); ``app.report_html`` draws the charts and writes the page. It reads files, not our objects (of the project it
+takes only the error type and the tag names the loggers write), so it also reads runs written by other tools (no
+HPARAMS, no ``config.yaml``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from tensorboard.util import tensor_util
 
 from common.errors import TbxFinetuneError
+from loggers.run_config import LABEL_COUNTS_TAG
+from loggers.tensorboardx import RESUMED_TAG
 
 KEEP_EVERYTHING = dict.fromkeys(("compressedHistograms", "images", "audio", "scalars", "histograms", "tensors"), 0)
 """``size_guidance`` that keeps every point of every kind (TensorBoard's default samples some kinds down)."""
@@ -40,8 +43,6 @@ _FACTS_ONLY = {**dict.fromkeys(("compressedHistograms", "images", "audio", "hist
 
 EVENTS_GLOB = "events.out.tfevents.*"
 CONFUSION_MATRIX_TAG = "val/confusion_matrix"
-LABEL_COUNTS_TAG = "data/label_counts"
-RESUMED_TAG = "run/resumed"  # loggers.tensorboardx.RESUMED_TAG (this module reads files, it imports no logger)
 TEXT_SUFFIX = "/text_summary"  # tensorboardX's add_text appends it; the project's own writer no longer does
 STATUS_SUCCESS, STATUS_FAILURE = 1, 2  # tensorboard.plugins.hparams.api_pb2.Status
 SEED_KEY = "seed_everything"
