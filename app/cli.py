@@ -14,7 +14,7 @@ import math
 import sys
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, Trainer
 from lightning.pytorch.callbacks import LambdaCallback, LearningRateMonitor, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -147,41 +147,55 @@ def log_about_20_points(trainer: Trainer, *_: Any) -> None:
         trainer.log_every_n_steps = max(1, min(50, int(steps) // 20))
 
 
+def build_cli(
+    args: list[str],
+    cli_class: type[FinetuneCLI] = FinetuneCLI,
+    callbacks: tuple[Callback, ...] = (),
+    exit_on_error: bool = True,
+) -> FinetuneCLI:
+    """Parse ``args`` (``fit --config …``) and run the subcommand: ``main``'s path, and each sweep trial's
+    (``app.sweep``: its own CLI subclass, a callback reporting to Optuna, parse errors raised instead of exiting)."""
+    return cli_class(
+        model_class=ClassificationModule,
+        datamodule_class=LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=RunConfigCallback,
+        trainer_defaults={
+            "logger": DEFAULT_LOGGER,
+            "callbacks": [LearningRateMonitor(logging_interval="step"), ExactResume(), PerfMonitor(), *callbacks],
+        },
+        # one way to choose the optimizer: model.init_args.optimizer (+ lr_schedule); LightningCLI's own
+        # top-level --optimizer/--lr_scheduler would replace configure_optimizers and its parameter groups
+        auto_configure_optimizers=False,
+        # `--trainer.max_epoch` must be an error, not max_epochs
+        parser_kwargs={"allow_abbrev": False, "exit_on_error": exit_on_error},
+        args=args,
+    )
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point; our input errors are printed as one line, without a traceback, exit code 2."""
     argv = sys.argv[1:] if args is None else list(args)
-    if argv[:1] == ["report"]:  # reads finished runs, no Trainer: not a LightningCLI subcommand (app/report.py)
+    if argv[:1] in (["report"], ["sweep"]):  # no Trainer of their own: not LightningCLI subcommands
         from app.report import main as report
+        from app.sweep import main as sweep
 
-        return report(argv[1:])  # prints `tbx-finetune: error: ...` and exits 2 on our errors, as below
+        return {"report": report, "sweep": sweep}[argv[0]](argv[1:])  # both exit 2 on our errors, as below
     quiet_known_noise()
     try:
-        FinetuneCLI(
-            model_class=ClassificationModule,
-            datamodule_class=LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=RunConfigCallback,
-            trainer_defaults={
-                "logger": DEFAULT_LOGGER,
-                "callbacks": [
-                    LearningRateMonitor(logging_interval="step"),
-                    ExactResume(),
-                    PerfMonitor(),
-                ],
-            },
-            # one way to choose the optimizer: model.init_args.optimizer (+ lr_schedule); LightningCLI's own
-            # top-level --optimizer/--lr_scheduler would replace configure_optimizers and its parameter groups
-            auto_configure_optimizers=False,
-            parser_kwargs={"allow_abbrev": False},  # `--trainer.max_epoch` must be an error, not max_epochs
-            args=args,
-        )
+        build_cli(argv)
     except Exception as err:
-        ours = _our_error(err) or _file_system_error(err)
+        ours = user_error(err)
         if ours is None:
             raise
         print(f"tbx-finetune: error: {ours}", file=sys.stderr)
         sys.exit(2)
+
+
+def user_error(err: BaseException) -> TbxFinetuneError | None:
+    """The one line a user should see for ``err`` (ours, Lightning's refusal, a file system fault), else ``None``."""
+    return _our_error(err) or _file_system_error(err)
 
 
 _FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
