@@ -132,16 +132,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"tbx-finetune: error: {err}", file=sys.stderr)
         sys.exit(2)
     try:
-        stopped_by_failures = run_study(study, spec, fit_args)
-    except KeyboardInterrupt:
+        ended = run_study(study, spec, fit_args)
+    except KeyboardInterrupt:  # outside a trial's fit (loading, parsing): Optuna has marked the trial failed
+        ended = "interrupted"
+    print_trials(study, spec)
+    if ended == "interrupted":
         print(
-            "\nsweep interrupted: the running trial is marked failed; the same command continues the study",
+            "sweep interrupted: the running trial is marked failed; the same command continues the study",
             file=sys.stderr,
         )
         sys.exit(130)
-    print_trials(study, spec)
     print(f"report: python -m app.cli report {study_dir} -o {study_dir}/report")
-    if stopped_by_failures:
+    if ended == "failures":
         sys.exit(1)
 
 
@@ -231,14 +233,14 @@ def open_study(spec: SweepSpec, study_dir: Path, url: str | None) -> optuna.Stud
     return study
 
 
-def run_study(study: optuna.Study, spec: SweepSpec, fit_args: list[str]) -> bool:
-    """Run trials until the study holds ``spec.n_trials`` finished ones (counting every worker's), or until three
-    (at most ``n_trials``) fail in a row here: a config whose every trial fails must not loop forever. Returns
-    whether it stopped for that."""
-    failures, most_failures = 0, min(spec.n_trials, 3)
+def run_study(study: optuna.Study, spec: SweepSpec, fit_args: list[str]) -> str:
+    """Run trials until the study holds ``spec.n_trials`` finished ones (counting every worker's): ``"done"``. Stop
+    early on Ctrl-C (``"interrupted"``) or when three (at most ``n_trials``) fail in a row here (``"failures"``): a
+    config whose every trial fails must not loop forever."""
+    failures, most_failures, interrupted = 0, min(spec.n_trials, 3), False
 
     def objective(trial: optuna.Trial) -> float:
-        nonlocal failures
+        nonlocal failures, interrupted
         values = spec.suggest(trial)
         print(f"\ntrial {trial.number}: " + ", ".join(f"{k}={v!r}" for k, v in values.items()), flush=True)
         reporter = TrialReporter(trial, spec.metric, spec.direction)
@@ -246,9 +248,10 @@ def run_study(study: optuna.Study, spec: SweepSpec, fit_args: list[str]) -> bool
             build_cli(
                 trial_args(fit_args, values, spec), cli_class=TrialCLI, callbacks=(reporter,), exit_on_error=False
             )
-        except SystemExit as stop:  # Lightning turns Ctrl-C during fit into exit(1) after its graceful shutdown
+        except SystemExit:  # Ctrl-C in fit: Lightning (or our stop at the next batch) ends the fit, then exit(1)
             trial.set_user_attr(FAILURE_ATTR, "interrupted (Ctrl-C)")
-            raise KeyboardInterrupt from stop
+            interrupted = True
+            return math.nan  # failed, not counted; the study stops after this trial
         except Exception as err:
             ours = user_error(err)
             reason = str(ours or f"{type(err).__name__}: {' '.join(str(err).split())}")
@@ -266,8 +269,7 @@ def run_study(study: optuna.Study, spec: SweepSpec, fit_args: list[str]) -> bool
         return reporter.objective()
 
     def enough(study: optuna.Study, _: optuna.trial.FrozenTrial) -> None:
-        finished = len(study.get_trials(deepcopy=False, states=FINISHED))
-        if finished >= spec.n_trials:
+        if interrupted or len(study.get_trials(deepcopy=False, states=FINISHED)) >= spec.n_trials:
             study.stop()
         elif failures >= most_failures:
             print(f"{failures} trials in a row failed: sweep stopped (see the reasons above)", file=sys.stderr)
@@ -275,7 +277,7 @@ def run_study(study: optuna.Study, spec: SweepSpec, fit_args: list[str]) -> bool
 
     if len(study.get_trials(deepcopy=False, states=FINISHED)) < spec.n_trials:
         study.optimize(objective, callbacks=[enough], catch=(Exception,))
-    return failures >= most_failures
+    return "interrupted" if interrupted else "failures" if failures >= most_failures else "done"
 
 
 def print_trials(study: optuna.Study, spec: SweepSpec) -> None:

@@ -186,3 +186,32 @@ def test_bad_sweep_input_is_one_line_and_exit_2_before_any_trial(
     assert len(lines) == 1 and expected in lines[0], stderr[-2000:]
     assert "Traceback" not in stderr
     assert not (tmp_path / "runs").exists()  # nothing written: no study, no run folder
+
+
+def test_ctrl_c_fails_the_running_trial_once_and_the_same_command_continues(tmp_path, tiny_bert, sentiment_csv) -> None:
+    import signal
+    import time
+
+    config = _fit_config(tmp_path, tiny_bert, sentiment_csv, max_epochs=40)
+    sweep = _sweep_file(
+        tmp_path,
+        {"n_trials": 2, "sampler": "random", "pruner": "none", "space": GOOD_SPACE},
+        name="stopped.yaml",
+    )
+    args = ("sweep", "--config", str(config), "--sweep", str(sweep))
+    log = tmp_path / "sweep.log"
+    sweep_process = start_cli(*args, log=log)
+    deadline = time.monotonic() + 300
+    while "trial 1:" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(3)  # into trial 1's fit
+    sweep_process.send_signal(signal.SIGINT)
+    assert sweep_process.wait(timeout=120) == 130, log.read_text()[-2000:]
+    assert "Traceback" not in log.read_text()
+    study_dir = tmp_path / "runs" / "stopped"
+    states = [(t.state, t.user_attrs.get("failure")) for t in _study(study_dir).get_trials()]
+    assert states == [(TrialState.COMPLETE, None), (TrialState.FAIL, "interrupted (Ctrl-C)")]
+    again = run_cli(*args, "--trainer.max_epochs", "1")
+    assert again.returncode == 0, again.stderr[-2000:]
+    trials = _study(study_dir).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
