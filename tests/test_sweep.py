@@ -38,7 +38,7 @@ def _hparams(run: Path) -> tuple[dict, list]:
     """The run's HPARAMS record as TensorBoard reads it: its hparam values and the experiment's columns."""
     content = load_events(run).PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    values = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.session_start_info.hparams.items()}
+    values = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.session_start_info.hparams.items()}
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
     return values, list(experiment.hparam_infos)
 
@@ -68,7 +68,10 @@ def test_four_trials_with_pruning_are_runs_that_used_their_values(tmp_path, tiny
     assert len(trials) == 4
     assert {t.state for t in trials} == {TrialState.COMPLETE, TrialState.PRUNED}, [t.state for t in trials]
     assert sorted((t.params[LR_KEY], t.params[DECAY_KEY]) for t in trials) == [
-        (1e-7, 0.0), (1e-7, 0.1), (3e-3, 0.0), (3e-3, 0.1)
+        (1e-7, 0.0),
+        (1e-7, 0.1),
+        (3e-3, 0.0),
+        (3e-3, 0.1),
     ]
     runs = {Path(t.user_attrs["run"]) for t in trials}
     assert runs == {p for p in study_dir.iterdir() if p.name.startswith("version_")}  # one run per trial, no other
