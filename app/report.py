@@ -629,13 +629,21 @@ def best_runs(summary: pd.DataFrame, tags: Iterable[str]) -> dict[str, set[str]]
 
 
 # --------------------------------------------------------------------------------------------------------------- CLI
-def write_report(paths: Sequence[str | Path], output: str | Path) -> Path:
-    """Read the runs (all of them checked before anything is written), then write the page, charts and CSV files."""
+def write_report(paths: Sequence[str | Path], output: str | Path, storage: str | None = None) -> Path:
+    """Read the runs (all of them checked before anything is written), then write the page, charts and CSV files.
+
+    A sweep's study folder (``runs/<study>``, ``app.sweep``) stands for its trials' runs and adds the sweep's section;
+    ``storage`` is the study's URL when it is not the SQLite file in that folder."""
     from app.report_html import write_page  # matplotlib: only when a page is written
+    from app.sweep_report import is_study, read_study, sweep_section
 
     output = Path(output)
     if output.exists() and not output.is_dir():
         raise TbxFinetuneError(f"-o {output}: is a file; name a folder for the report")
+    studies = {Path(p): read_study(p, storage) for p in paths if is_study(p)}
+    paths = [run for p in paths for run in (studies[Path(p)].runs if Path(p) in studies else [p])]
+    if not paths:
+        raise TbxFinetuneError(f"{', '.join(map(str, studies))}: the study has no trial runs yet")
     try:
         records = read_runs(paths)
     except OSError as err:  # a folder or file without read permission
@@ -645,7 +653,7 @@ def write_report(paths: Sequence[str | Path], output: str | Path) -> Path:
         scalars_table(records).to_csv(output / "scalars.csv", index=False)
         summary = summary_table(records)
         summary.to_csv(output / "summary.csv", index=False)
-        return write_page(records, summary, output)
+        return write_page(records, summary, output, [sweep_section(study, output) for study in studies.values()])
     except OSError as err:
         raise TbxFinetuneError(
             f"cannot write the report to {output} ({err.strerror}: {err.filename}); pass a writable folder with -o"
@@ -659,11 +667,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Turn run folders into a report readable without a TensorBoard server: index.html with charts, "
         "scalars.csv (every point) and summary.csv (one row per run).",
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="a run folder, e.g. runs/<name>/version_<n>")
+    parser.add_argument(
+        "runs", nargs="+", metavar="RUN", help="a run folder (runs/<name>/version_<n>), or a sweep's runs/<study>"
+    )
     parser.add_argument("-o", "--output", required=True, metavar="DIR", help="folder to write the report into")
+    parser.add_argument("--storage", help="a sweep study's Optuna URL, when it is not the optuna.db in its folder")
     args = parser.parse_args(argv)
     try:
-        index = write_report(args.runs, args.output)
+        index = write_report(args.runs, args.output, args.storage)
     except TbxFinetuneError as err:
         print(f"tbx-finetune: error: {err}", file=sys.stderr)
         sys.exit(2)

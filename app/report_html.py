@@ -61,8 +61,9 @@ details.run > summary { font-size: 1.3rem; margin-top: 1.4rem; }
 
 
 # ------------------------------------------------------------------------------------------------------------- page
-def write_page(records: Sequence[RunRecord], summary: pd.DataFrame, output: Path) -> Path:
-    """Draw the charts into ``output`` and write ``output/index.html``; return the page's path."""
+def write_page(records: Sequence[RunRecord], summary: pd.DataFrame, output: Path, sections: Sequence[str] = ()) -> Path:
+    """Draw the charts into ``output`` and write ``output/index.html``; return the page's path. ``sections``: HTML
+    drawn by others (a sweep's), placed before the comparison of the runs."""
     charts = Charts(output)
     title = records[0].name if len(records) == 1 else f"{len(records)} runs"
     body = [
@@ -71,6 +72,7 @@ def write_page(records: Sequence[RunRecord], summary: pd.DataFrame, output: Path
         f"{_e(', '.join(str(r.path) for r in records))}. Every point is in "
         '<a href="scalars.csv">scalars.csv</a>; one row per run in <a href="summary.csv">summary.csv</a>.</p>',
     ]
+    body += sections
     if len(records) > 1:
         body.append(comparison_section(records, summary, charts))
     body += [run_section(i, r, charts, folded=len(records) > 1) for i, r in enumerate(records)]

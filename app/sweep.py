@@ -37,14 +37,11 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from app.cli import FinetuneCLI, build_cli, user_error
 from app.console import quiet_known_noise
-from app.sweep_spec import SweepSpec, read_sweep
+from app.sweep_spec import FAILURE_ATTR, RUN_ATTR, SWEEP_FILE, SweepSpec, ranked, read_sweep
 from common.errors import TbxFinetuneError
 from loggers.tensorboardx import DEFAULT_HPARAMS_METRICS, DEFAULT_HPARAMS_SHOWN
 
-SWEEP_FILE = "sweep.yaml"
-"""Written into the study's folder: what the report needs to find the study (name, storage, objective, space)."""
 PRUNED_TAG = "trial/pruned"
-RUN_ATTR, FAILURE_ATTR = "run", "failure"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -294,22 +291,6 @@ def print_trials(study: optuna.Study, spec: SweepSpec) -> None:
             Path(trial.user_attrs.get(RUN_ATTR, "—")).name,
         )
     Console().print(table)
-
-
-def ranked(trials: Sequence[optuna.trial.FrozenTrial], direction: str) -> list[optuna.trial.FrozenTrial]:
-    """Complete trials best first, then pruned (by their last reported value), then the rest by number."""
-    sign = -1.0 if direction == "maximize" else 1.0
-
-    def key(trial: optuna.trial.FrozenTrial) -> tuple:
-        value = trial.value if trial.value is not None else _last_reported(trial)
-        order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}.get(trial.state, 2)
-        return (order, sign * value if value is not None else math.inf, trial.number)
-
-    return sorted(trials, key=key)
-
-
-def _last_reported(trial: optuna.trial.FrozenTrial) -> float | None:
-    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
 
 
 def _parser_reason(message: str) -> str:

@@ -1,4 +1,5 @@
-"""The sweep file: which config keys to search and how, what to optimise, and with which sampler and pruner.
+"""The sweep file (which config keys to search and how, what to optimise, with which sampler and pruner) and the
+names a study's trials carry, shared by the sweep (``app.sweep``) and the report (``app.sweep_report``).
 
 It is read and checked in full before any trial runs, so a mistake is one error naming the file and the key.
 The search space becomes Optuna distributions here, and the sampler and pruner become Optuna objects, so the
@@ -15,6 +16,8 @@ sweep itself (``app.sweep``) sees only Optuna's types::
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,15 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.trial import FrozenTrial, TrialState
 
 from common.errors import TbxFinetuneError
 
+SWEEP_FILE = "sweep.yaml"
+"""Written into the study's folder by the sweep: what the report needs to find the study (name, storage, objective,
+space)."""
+RUN_ATTR, FAILURE_ATTR = "run", "failure"
+"""The trial's user attributes: its run folder, and why it failed."""
 SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler, "grid": None}
 PRUNERS = {"median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
 DIRECTIONS = ("maximize", "minimize")
@@ -133,6 +142,25 @@ def grid(space: dict[str, BaseDistribution], path: Path) -> dict[str, list]:
         else:
             raise TbxFinetuneError(f"{path}: sampler grid needs `choices` or a `step` for {key}")
     return values
+
+
+def ranked(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
+    """Complete trials best first, then pruned ones (by their last reported value), then the rest by number."""
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    def key(trial: FrozenTrial) -> tuple:
+        value = reported_value(trial)
+        order = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1}.get(trial.state, 2)
+        return (order, sign * value if value is not None and math.isfinite(value) else math.inf, trial.number)
+
+    return sorted(trials, key=key)
+
+
+def reported_value(trial: FrozenTrial) -> float | None:
+    """The trial's objective, else (pruned, failed) the last value it reported."""
+    if trial.value is not None:
+        return trial.value
+    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
 
 
 def _objective(raw: Any, path: Path) -> tuple[str, str]:

@@ -10,7 +10,10 @@ from conftest import REPO, event_files, load_events, run_cli, run_main
 
 FRAGMENTS_DIR = REPO / "configs" / "trainer"
 FRAGMENTS = sorted(FRAGMENTS_DIR.glob("*.yaml"))  # trainer-only fragments, composed after a full config
-CONFIGS = sorted(c for c in (REPO / "configs").rglob("*.yaml") if FRAGMENTS_DIR not in c.parents)
+SWEEPS_DIR = REPO / "configs" / "sweeps"  # sweep files, not fit configs: tests/test_sweep.py checks them
+CONFIGS = sorted(
+    c for c in (REPO / "configs").rglob("*.yaml") if FRAGMENTS_DIR not in c.parents and SWEEPS_DIR not in c.parents
+)
 
 
 QUICKSTART = REPO / "configs" / "quickstart.yaml"

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import load_events, run_cli, run_main, start_cli, text_config, write_yaml
+from conftest import REPO, load_events, run_cli, run_main, start_cli, text_config, write_yaml
 from optuna.trial import TrialState
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -94,6 +94,23 @@ def test_four_trials_with_pruning_are_runs_that_used_their_values(tmp_path, tiny
             assert trial.value == pytest.approx(min(validations))
     assert yaml.safe_load((study_dir / "sweep.yaml").read_text())["storage"] == "optuna.db"
 
+    # the report on the study's folder: the trials ranked, importances, the best trial's config re-runs as a fit
+    report = tmp_path / "report"
+    code, _, stderr = run_main("report", str(study_dir), "-o", str(report))
+    assert code == 0, stderr
+    page = (report / "index.html").read_text()
+    assert "Sweep lr: val/loss (minimize)" in page and "Parameter importances" in page
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert f"Best trial: {best.number}," in page
+    ranked_rows = page.split("Trials, best first")[1].split("</table>")[0].count("<tr>") - 1
+    assert ranked_rows == 4
+    assert len(list(report.glob("sweep_*.png"))) == 2  # the objective against each searched key
+    rerun = run_cli("fit", "--config", str(report / "best_config.yaml"), "--trainer.max_epochs", "1")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    hparams, _ = _hparams(tmp_path / "runs" / "lr_best" / "version_0")
+    assert hparams[LR_KEY] == pytest.approx(best.params[LR_KEY])
+    assert hparams[DECAY_KEY] == pytest.approx(best.params[DECAY_KEY])
+
 
 def test_two_workers_share_one_study_and_a_rerun_continues_it(tmp_path, tiny_bert, sentiment_csv) -> None:
     """Two processes on one SQLite study: no trial lost or run twice, each trial its own run; the same command
@@ -146,6 +163,16 @@ def test_a_failing_trial_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_p
     assert "train/loss became" in trials[1e9].user_attrs["failure"]
     assert trials[1e-3].state == TrialState.COMPLETE
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("sweep", sorted((REPO / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweeps_are_valid_on_the_quickstart(sweep: Path) -> None:
+    """Every shipped sweep file reads, and the quickstart parses with every extreme of its space."""
+    from app.sweep import check_fit_args
+    from app.sweep_spec import read_sweep
+
+    spec = read_sweep(sweep)
+    assert check_fit_args(["--config", str(REPO / "configs" / "quickstart.yaml")], spec) == Path("runs") / sweep.stem
 
 
 def _bad(tmp_path: Path, body: dict | str) -> Path:
