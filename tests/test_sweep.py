@@ -3,6 +3,7 @@ TensorBoard's own reader; several workers on one study; every bad sweep file ref
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
@@ -93,6 +94,21 @@ def test_four_trials_with_pruning_are_runs_that_used_their_values(tmp_path, tiny
         if not pruned:
             assert trial.value == pytest.approx(min(validations))
     assert yaml.safe_load((study_dir / "sweep.yaml").read_text())["storage"] == "optuna.db"
+
+    # TensorBoard's own server over the study: the searched keys and the trial number are the first columns, the
+    # objective and the pruned flag the first metrics
+    from tensorboard import program
+    from test_tensorboard_screens import experiment, free_port
+
+    server = program.TensorBoard()
+    server.configure(argv=[None, "--logdir", str(study_dir), "--host", "127.0.0.1", "--port", str(free_port()),
+                           "--load_fast", "false", "--reload_interval", "1"])  # fmt: skip
+    url = server.launch()
+    deadline = time.monotonic() + 60
+    while not (shown := experiment(url, 5)).get("hparamInfos") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert [info["name"] for info in shown["hparamInfos"]][:3] == [LR_KEY, DECAY_KEY, "trial"]  # (by key)
+    assert [info["name"]["tag"] for info in shown["metricInfos"]][:2] == ["val/loss", "trial/pruned"]
 
     # the report on the study's folder: the trials ranked, importances, the best trial's config re-runs as a fit
     report = tmp_path / "report"
@@ -220,7 +236,6 @@ def test_bad_sweep_input_is_one_line_and_exit_2_before_any_trial(
 
 def test_ctrl_c_fails_the_running_trial_once_and_the_same_command_continues(tmp_path, tiny_bert, sentiment_csv) -> None:
     import signal
-    import time
 
     config = _fit_config(tmp_path, tiny_bert, sentiment_csv, max_epochs=40)
     sweep = _sweep_file(
