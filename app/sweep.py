@@ -139,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
         sys.exit(130)
-    print(f"report: python -m app.cli report {study_dir} -o {study_dir}/report")
+    storage = f" --storage {_masked(args.storage)}" if args.storage else ""
+    print(f"report: python -m app.cli report {study_dir} -o {study_dir}/report{storage}")
     if ended == "failures":
         sys.exit(1)
 
