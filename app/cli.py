@@ -148,13 +148,13 @@ def log_about_20_points(trainer: Trainer, *_: Any) -> None:
 
 
 def build_cli(
-    args: list[str],
+    args: list[str] | None,
     cli_class: type[FinetuneCLI] = FinetuneCLI,
     callbacks: tuple[Callback, ...] = (),
     exit_on_error: bool = True,
 ) -> FinetuneCLI:
-    """Parse ``args`` (``fit --config …``) and run the subcommand: ``main``'s path, and each sweep trial's
-    (``app.sweep``: its own CLI subclass, a callback reporting to Optuna, parse errors raised instead of exiting)."""
+    """Parse ``args`` (``fit --config …``; ``None``: the command line) and run the subcommand: ``main``'s path, and
+    each sweep trial's (``app.sweep``: its own CLI subclass, a callback reporting to Optuna, parse errors raised)."""
     return cli_class(
         model_class=ClassificationModule,
         datamodule_class=LightningDataModule,
@@ -184,7 +184,7 @@ def main(args: list[str] | None = None) -> None:
         return {"report": report, "sweep": sweep}[argv[0]](argv[1:])  # both exit 2 on our errors, as below
     quiet_known_noise()
     try:
-        build_cli(argv)
+        build_cli(args)  # None: LightningCLI reads sys.argv itself (a list beside a command line makes it warn)
     except Exception as err:
         ours = user_error(err)
         if ours is None:
