@@ -47,6 +47,7 @@ from common.errors import TbxFinetuneError
 from common.lightning_state import (
     flat_params,
     last_saved_step,
+    request_graceful_stop,
     restore_train_loader_position,
     shift_checkpoint_logging_step,
     validation_follows,
@@ -148,11 +149,12 @@ class LastCheckpoint(ModelCheckpoint):
     - after the validation that follows a due step, not before it: Lightning restores a checkpoint taken at such a
       batch end as if its validation had run, so a kill during the validation would lose it;
     - at the end of fit, so a kill in what follows (``test_after_fit``, export) redoes no training;
-    - on SIGTERM or Ctrl-C. Lightning turns SIGTERM into a flag checked at batch ends (the optimizer step done and
-      counted; under DDP rank 0 broadcasts it) but saves nothing and exits with 0; SIGINT raises
-      ``KeyboardInterrupt`` anywhere, possibly mid-step. The first Ctrl-C takes the SIGTERM path (a second one stops
-      at once); a stop asked for during a validation happens at its end, before the epoch's end hooks; the process
-      exits with 128 + the signal number.
+    - on SIGTERM or Ctrl-C. Either only notes the request; every rank agrees on it at the next batch end (the
+      optimizer step done and counted) or validation end, and then sets Lightning's stop flag, so all ranks stop
+      at the same point and save one checkpoint (Lightning's own SIGTERM handler saves nothing, and under DDP
+      broadcasts from inside the handler, which can deadlock; SIGINT alone raises ``KeyboardInterrupt`` anywhere,
+      possibly mid-step). A second signal stops at once; a stop asked for during a validation happens at its end,
+      before the epoch's end hooks; the process exits with 128 + the signal number.
 
     The logger drains its events file whenever a checkpoint is written, so the record is never behind the checkpoint.
 
@@ -171,7 +173,7 @@ class LastCheckpoint(ModelCheckpoint):
         )
         self._due_after_validation: tuple[Any, ...] | None = None
         self._signum: int | None = None
-        self._previous_sigint: signal.Handlers | None = None
+        self._previous_handlers: dict[int, Any] = {}
         self._validated_at: int | None = None
         self._saving_on_stop = False
         self._saved_uncounted = False
@@ -181,22 +183,32 @@ class LastCheckpoint(ModelCheckpoint):
         # Lightning registers its SIGTERM handler just before this hook; signals can only be set in the main thread
         self._signum = None
         if threading.current_thread() is threading.main_thread():
-            self._previous_sigint = signal.signal(signal.SIGINT, self._on_sigint)
+            self._previous_handlers = {
+                s: signal.signal(s, self._on_stop_signal) for s in (signal.SIGINT, signal.SIGTERM)
+            }
 
-    def _on_sigint(self, signum: int, frame: FrameType | None) -> None:
-        if self._signum is not None:  # pressed twice: stop now, the usual way
+    def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
+        """Only note the request: every rank agrees on it at the next batch end or validation end (``_agreed_stop``).
+        Lightning's own SIGTERM handler broadcasts from inside the handler and forwards the signal to the other
+        ranks, which deadlocks under DDP when a rank is in a collective (and a Ctrl-C reaches every rank anyway)."""
+        if self._signum is not None:  # asked twice: stop now, the usual way
             raise KeyboardInterrupt
         self._signum = signum
-        rank_zero_info("\nCtrl-C: stopping after this batch, saving last.ckpt (press again to stop at once)")
-        lightning_handler = signal.getsignal(signal.SIGTERM)
-        if callable(lightning_handler):
-            lightning_handler(signum, frame)
+        name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        rank_zero_info(f"\n{name}: stopping after this batch, saving last.ckpt (Ctrl-C again to stop at once)")
+
+    def _agreed_stop(self, trainer: Trainer) -> bool:
+        """Whether any rank was asked to stop (a collective: every rank calls it at the same point)."""
+        asked = self._signum is not None or trainer.received_sigterm
+        return trainer.strategy.reduce_boolean_decision(asked, all=False) if trainer.world_size > 1 else asked
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if validation_follows(trainer):
             self._due_after_validation = args
         else:
             super().on_train_batch_end(trainer, pl_module, *args)
+            if self._agreed_stop(trainer):
+                request_graceful_stop(trainer)  # Lightning's loop stops after this batch, on every rank
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -205,7 +217,7 @@ class LastCheckpoint(ModelCheckpoint):
         if self._due_after_validation is not None:
             args, self._due_after_validation = self._due_after_validation, None
             super().on_train_batch_end(trainer, pl_module, *args)
-        if trainer.strategy.broadcast(trainer.received_sigterm):
+        if self._agreed_stop(trainer):
             raise SIGTERMException  # saved in on_exception, as things stand at the validation's end
         self._validated_at = trainer.global_step
 
@@ -218,7 +230,7 @@ class LastCheckpoint(ModelCheckpoint):
         self._saved_uncounted = trainer.validating or shifted
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._restore_sigint()
+        self._restore_signals()
         super().on_train_end(trainer, pl_module)
         # a fit restored from a save at its last validation's end would end one count short (test/* a step early)
         final_saved = last_saved_step(self) == trainer.global_step and not self._saved_uncounted
@@ -226,7 +238,7 @@ class LastCheckpoint(ModelCheckpoint):
             trainer.save_checkpoint(os.path.join(self.dirpath, LAST_FILE), weights_only=False)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._restore_sigint()
+        self._restore_signals()
         if not isinstance(exception, SIGTERMException):
             return  # a bug or a second Ctrl-C mid-step: keep the last periodic checkpoint rather than a torn state
         signum = self._signum or signal.SIGTERM
@@ -245,10 +257,11 @@ class LastCheckpoint(ModelCheckpoint):
             "Continue the run with the same command plus --ckpt_path last"
         )
 
-    def _restore_sigint(self) -> None:
-        if self._previous_sigint is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGINT, self._previous_sigint)
-            self._previous_sigint = None
+    def _restore_signals(self) -> None:
+        if self._previous_handlers and threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+        self._previous_handlers = {}
 
 
 def best_weights(trainer: Trainer) -> tuple[str, dict[str, torch.Tensor] | None]:

@@ -92,6 +92,16 @@ def jit_tracing() -> AbstractContextManager:
     return _jit_is_scripting()
 
 
+def request_graceful_stop(trainer: Any) -> None:
+    """Set Lightning's own stop flag (what its SIGTERM handler sets): the loop then ends after the current batch
+    (``SIGTERMException``). Its handler also broadcasts inside the signal handler, which deadlocks under DDP when
+    another rank is in a collective; callers set the flag only once every rank agreed, at the same batch."""
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is None or not hasattr(connector, "received_sigterm"):
+        raise RuntimeError("this Lightning version's Trainer has no _signal_connector.received_sigterm")
+    connector.received_sigterm = True
+
+
 def flat_params(params: Any) -> dict[str, Any]:
     """Hyperparameters (dict or Namespace, nested) flattened with "." and made TensorBoard-safe, the way
     Lightning's own loggers do it (``lightning.fabric.utilities.logger``'s private helpers)."""

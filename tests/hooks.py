@@ -16,7 +16,7 @@ class PauseAtStep(Callback):
     """At optimizer step ``step``, write ``marker`` (the step) and wait to be signalled or killed: after that step's
     training batch (``phase="train"``), or inside the first validation / test batch run at that step.
 
-    The wait ends early when Lightning's SIGTERM flag is set (SIGTERM, or Ctrl-C through InterruptCheckpoint).
+    The wait ends early when a stop was asked for (SIGTERM or Ctrl-C, noted by ``LastCheckpoint``).
     """
 
     def __init__(self, step: int, marker: str, phase: str = "train", timeout: float = 120.0) -> None:
@@ -40,7 +40,8 @@ class PauseAtStep(Callback):
             return
         Path(self.marker).write_text(str(trainer.global_step))
         deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline and not trainer.received_sigterm:
+        asked = [cb for cb in trainer.callbacks if hasattr(cb, "_signum")]  # LastCheckpoint notes the signal
+        while time.monotonic() < deadline and not any(cb._signum for cb in asked) and not trainer.received_sigterm:
             time.sleep(0.05)
 
 

@@ -116,3 +116,44 @@ def test_stopped_then_resumed_run_gives_the_uninterrupted_record(
             assert final[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
     for kept in range(restored):  # kept from before the stop, identical
         assert final["train/loss"][kept] == pytest.approx(before["train/loss"][kept])
+
+
+def test_ctrl_c_under_two_process_ddp_stops_every_rank_at_one_step_and_resumes(
+    tmp_path: Path, tiny_bert: Path, sentiment_csv: Path
+) -> None:
+    """Ctrl-C in a terminal reaches every process of the job (the launcher's rank 0 and the rank it started): both
+    ranks stop after the same batch, one checkpoint is saved, nobody hangs, and the resume completes the record."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    ddp = str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")
+    paused = config(tmp_path, tiny_bert, sentiment_csv, "ddp", ("train", 4))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
+    log = tmp_path / "ddp.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "fit", "--config", str(paused), "--config", ddp],
+            cwd=REPO, env=env, stdout=out, stderr=out, start_new_session=True,
+        )  # fmt: skip
+    wait_for(lambda: (tmp_path / "paused").exists(), process, log)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground process group gets it
+    assert process.wait(timeout=120) == 128 + signal.SIGINT, log.read_text()[-3000:]
+    with pytest.raises(ProcessLookupError):  # no rank left behind
+        for _ in range(50):
+            os.killpg(process.pid, 0)
+            time.sleep(0.1)
+    run_dir = tmp_path / "ddp" / "test" / "version_0"
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 4
+
+    resumed = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "ddp")), "--config", ddp,
+                      "--ckpt_path", "last")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "ddp" / "test").iterdir()] == ["version_0"]
+    # 5 global steps per epoch over 2 ranks, validation after every 3rd batch: every step and validation once
+    steps = steps_of(run_dir)
+    assert steps["train/loss"] == list(range(10))
+    assert steps["val/acc"] == [2, 7] and steps["train/acc"] == [4, 9] and steps["test/acc"] == [10]
