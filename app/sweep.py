@@ -163,7 +163,7 @@ def check_fit_args(fit_args: list[str], spec: SweepSpec) -> Path:
     logger = config.trainer.logger
     if not isinstance(logger, argparse.Namespace) or logger.class_path != "loggers.TensorBoardXLogger":
         raise TbxFinetuneError("sweep: trials need the default logger, loggers.TensorBoardXLogger (trainer.logger)")
-    if str(config.trainer.devices) not in ("1", "auto") or str(config.trainer.num_nodes) != "1":
+    if str(config.trainer.devices) != "1" or str(config.trainer.num_nodes) != "1":  # ("auto": every GPU)
         raise TbxFinetuneError(
             f"sweep: trainer.devices={config.trainer.devices}: a trial runs on one device; to use several, start one "
             "sweep worker per device on the same study (CUDA_VISIBLE_DEVICES=<i> … sweep … --storage <url>)"

@@ -220,6 +220,7 @@ GOOD_SPACE = {LR_KEY: {"type": "float", "low": 1.0e-5, "high": 1.0e-3, "log": Tr
         ("space: [unclosed", [], "not valid YAML"),
         ({"space": GOOD_SPACE}, ["--ckpt_path", "last"], "--ckpt_path"),
         ({"space": GOOD_SPACE}, ["--trainer.devices", "2"], "one device"),
+        ({"space": GOOD_SPACE}, ["--trainer.devices", "auto"], "one device"),  # every GPU of the machine
     ],
 )
 def test_bad_sweep_input_is_one_line_and_exit_2_before_any_trial(
