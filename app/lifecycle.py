@@ -27,6 +27,7 @@ import os
 import random
 import re
 import signal
+import subprocess
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -40,7 +41,7 @@ import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from torchmetrics import Metric
 
 from common.errors import TbxFinetuneError
@@ -50,6 +51,7 @@ from common.lightning_state import (
     request_graceful_stop,
     restore_train_loader_position,
     shift_checkpoint_logging_step,
+    slurm_requeue_signal,
     validation_follows,
 )
 from loggers.tensorboardx import TensorBoardXLogger
@@ -149,11 +151,13 @@ class LastCheckpoint(ModelCheckpoint):
     - after the validation that follows a due step, not before it: Lightning restores a checkpoint taken at such a
       batch end as if its validation had run, so a kill during the validation would lose it;
     - at the end of fit, so a kill in what follows (``test_after_fit``, export) redoes no training;
-    - on SIGTERM or Ctrl-C. Either only notes the request; every rank agrees on it at the next batch end (the
-      optimizer step done and counted) or validation end, and then sets Lightning's stop flag, so all ranks stop
-      at the same point and save one checkpoint (Lightning's own SIGTERM handler saves nothing, and under DDP
-      broadcasts from inside the handler, which can deadlock; SIGINT alone raises ``KeyboardInterrupt`` anywhere,
-      possibly mid-step). A second signal stops at once; a stop asked for during a validation happens at its end,
+    - on SIGTERM, Ctrl-C or SLURM's requeue signal (SIGUSR1 when Lightning's ``SLURMEnvironment`` has
+      ``auto_requeue`` on; after the save the job is requeued with ``scontrol``). Each only notes the request;
+      every rank agrees on it at the next batch end (the optimizer step done and counted) or validation end, and
+      then sets Lightning's stop flag, so all ranks stop at the same point and save one checkpoint. (Lightning's
+      own SIGTERM handler saves nothing and under DDP broadcasts from inside the handler, which can deadlock; its
+      SLURM handler saves from inside the handler, possibly mid-step; SIGINT alone raises ``KeyboardInterrupt``
+      anywhere.) A second signal stops at once; a stop asked for during a validation happens at its end,
       before the epoch's end hooks; the process exits with 128 + the signal number.
 
     The logger drains its events file whenever a checkpoint is written, so the record is never behind the checkpoint.
@@ -174,6 +178,7 @@ class LastCheckpoint(ModelCheckpoint):
         self._due_after_validation: tuple[Any, ...] | None = None
         self._signum: int | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._requeue_signal: int | None = None
         self._validated_at: int | None = None
         self._saving_on_stop = False
         self._saved_uncounted = False
@@ -182,10 +187,10 @@ class LastCheckpoint(ModelCheckpoint):
         super().on_train_start(trainer, pl_module)
         # Lightning registers its SIGTERM handler just before this hook; signals can only be set in the main thread
         self._signum = None
+        self._requeue_signal = slurm_requeue_signal(trainer)
+        stops = [signal.SIGINT, signal.SIGTERM] + ([self._requeue_signal] if self._requeue_signal else [])
         if threading.current_thread() is threading.main_thread():
-            self._previous_handlers = {
-                s: signal.signal(s, self._on_stop_signal) for s in (signal.SIGINT, signal.SIGTERM)
-            }
+            self._previous_handlers = {s: signal.signal(s, self._on_stop_signal) for s in stops}
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         """Only note the request: every rank agrees on it at the next batch end or validation end (``_agreed_stop``).
@@ -256,12 +261,29 @@ class LastCheckpoint(ModelCheckpoint):
             f"tbx-finetune: stopped by {signal.Signals(signum).name} at step {trainer.global_step}; saved {path}. "
             "Continue the run with the same command plus --ckpt_path last"
         )
+        if signum == self._requeue_signal and trainer.is_global_zero:
+            requeue_slurm_job()
 
     def _restore_signals(self) -> None:
         if self._previous_handlers and threading.current_thread() is threading.main_thread():
             for signum, handler in self._previous_handlers.items():
                 signal.signal(signum, handler)
         self._previous_handlers = {}
+
+
+def requeue_slurm_job() -> None:
+    """``scontrol requeue`` this job (what Lightning's SLURM handler does, here after ``last.ckpt`` is saved at a batch
+    boundary instead of a checkpoint written from inside the signal handler, possibly mid-step)."""
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
+    try:
+        result = subprocess.call(["scontrol", "requeue", job])
+    except FileNotFoundError:
+        result = "no scontrol on PATH"
+    if result == 0:
+        rank_zero_info(f"tbx-finetune: requeued SLURM job {job}; its restart continues the run (--ckpt_path last)")
+    else:
+        rank_zero_warn(f"tbx-finetune: scontrol requeue {job} failed ({result}); resubmit with --ckpt_path last")
 
 
 def best_weights(trainer: Trainer) -> tuple[str, dict[str, torch.Tensor] | None]:

@@ -102,6 +102,20 @@ def request_graceful_stop(trainer: Any) -> None:
     connector.received_sigterm = True
 
 
+def slurm_requeue_signal(trainer: Any) -> int | None:
+    """The signal SLURM sends before a requeue when the run's ``SLURMEnvironment`` has ``auto_requeue`` on (Lightning
+    registers its own handler for it then), else ``None``."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if connector is None or not hasattr(connector, "cluster_environment"):
+        raise RuntimeError("this Lightning version's Trainer has no _accelerator_connector.cluster_environment")
+    environment = connector.cluster_environment
+    if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+        return environment.requeue_signal
+    return None
+
+
 def flat_params(params: Any) -> dict[str, Any]:
     """Hyperparameters (dict or Namespace, nested) flattened with "." and made TensorBoard-safe, the way
     Lightning's own loggers do it (``lightning.fabric.utilities.logger``'s private helpers)."""

@@ -157,3 +157,48 @@ def test_ctrl_c_under_two_process_ddp_stops_every_rank_at_one_step_and_resumes(
     steps = steps_of(run_dir)
     assert steps["train/loss"] == list(range(10))
     assert steps["val/acc"] == [2, 7] and steps["train/acc"] == [4, 9] and steps["test/acc"] == [10]
+
+
+def test_slurm_requeue_signal_saves_requeues_and_the_restart_continues_the_run(
+    tmp_path: Path, tiny_bert: Path, sentiment_csv: Path, whole: Path
+) -> None:
+    """Under SLURM with Lightning's auto-requeue (its default), SLURM's SIGUSR1 stops the run at a batch boundary,
+    saves last.ckpt and calls ``scontrol requeue <job>``; the restarted job (same command, ``--ckpt_path last``,
+    the run named after the job) continues the run in its folder. SLURM is simulated: its variables, and an
+    ``scontrol`` on PATH that records its arguments."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text('#!/bin/sh\necho "$@" >> "$SCONTROL_LOG"\n')
+    (fake / "scontrol").chmod(0o755)
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+             "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost"}  # fmt: skip
+    env = {**os.environ, **slurm, "PATH": f"{fake}:{os.environ['PATH']}", "SCONTROL_LOG": str(tmp_path / "scontrol"),
+           "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    job = ("--trainer.logger.init_args.version", "slurm-4242", "--ckpt_path", "last")
+
+    def fit(*extra: str, log: Path) -> subprocess.Popen:
+        with log.open("w") as out:
+            return subprocess.Popen([sys.executable, "-m", "app.cli", "fit", *extra, *job], cwd=REPO, env=env,
+                                    stdout=out, stderr=out)  # fmt: skip
+
+    log = tmp_path / "first.log"
+    first = fit("--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut", ("train", 5))), log=log)
+    wait_for(lambda: (tmp_path / "paused").exists(), first, log)
+    first.send_signal(signal.SIGUSR1)
+    assert first.wait(timeout=120) == 128 + signal.SIGUSR1, log.read_text()[-3000:]
+    assert (tmp_path / "scontrol").read_text().split() == ["requeue", "4242"]
+    run_dir = tmp_path / "cut" / "test" / "slurm-4242"
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 5
+    assert not list(tmp_path.rglob("hpc_ckpt_*.ckpt")) and not list(REPO.glob("hpc_ckpt_*.ckpt"))
+
+    log = tmp_path / "restart.log"
+    restart = fit("--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), log=log)
+    assert restart.wait(timeout=300) == 0, log.read_text()[-3000:]
+    assert [p.name for p in (tmp_path / "cut" / "test").iterdir()] == ["slurm-4242"]
+    assert steps_of(run_dir) == steps_of(whole / "whole" / "test" / "version_0")
