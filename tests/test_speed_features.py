@@ -1,0 +1,183 @@
+"""Issue 13's speed features: length-grouped batches (resumable, DDP-sharded), padding buckets, fused AdamW,
+``torch.compile`` without recompiles, the ``datasets`` cache, and the gradient monitor's deferred host copy."""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from lightning.pytorch.accelerators import CPUAccelerator
+from tiny_assets import NEGATIVE, NEUTRAL, POSITIVE
+from torch.utils.data import DistributedSampler
+
+from datamodules import TextDataModule
+from datamodules.length_grouped import LengthGroupedSampler
+from modules import TextClassifier
+from modules.classifier import decay_groups, rebuilt_fused, wants_fused_adamw
+
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def ragged_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """200 learnable sentences of 3 to 30 words: lengths spread wide, so grouping has something to group."""
+    rng = random.Random(1)
+    path = tmp_path_factory.mktemp("ragged") / "ragged.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(["sentence", "sentiment"])
+        for i in range(200):
+            label = ("pos", "neg")[i % 2]
+            words = [rng.choice(NEUTRAL) for _ in range(rng.randint(1, 28))] + rng.sample(
+                POSITIVE if label == "pos" else NEGATIVE, 2
+            )
+            rng.shuffle(words)
+            out.writerow([" ".join(words), label])
+    return path
+
+
+def ragged_datamodule(csv_path: Path, tokenizer: Path, world: tuple[int, int] = (1, 0), **kwargs) -> TextDataModule:
+    args = {"text_column": "sentence", "label_column": "sentiment", "batch_size": BATCH, "max_length": 64, **kwargs}
+    files = {split: str(csv_path) for split in ("train", "validation", "test")}  # all 200 rows in train
+    dm = TextDataModule(data_files=files, tokenizer=str(tokenizer), **args)
+    dm.trainer = SimpleNamespace(world_size=world[0], global_rank=world[1], accelerator=CPUAccelerator())
+    dm.setup("fit")
+    return dm
+
+
+def example_ids(batch: dict[str, torch.Tensor]) -> list[tuple[int, ...]]:
+    """Each example of a batch as its unpadded token ids (the sentences are distinct)."""
+    return [
+        tuple(t for t, keep in zip(ids, mask, strict=True) if keep)
+        for ids, mask in zip(batch["input_ids"].tolist(), batch["attention_mask"].tolist(), strict=True)
+    ]
+
+
+def epoch_of(loader, epoch: int) -> list[list[tuple[int, ...]]]:
+    loader.sampler.set_epoch(epoch)  # what Lightning does at every epoch start
+    return [example_ids(batch) for batch in loader]
+
+
+# ------------------------------------------------------------------------------------ length-grouped batches
+def test_grouped_batches_pad_less_and_change_every_epoch(ragged_csv: Path, tiny_bert: Path) -> None:
+    grouped = ragged_datamodule(ragged_csv, tiny_bert, pad_to_multiple_of=None)
+    plain = ragged_datamodule(ragged_csv, tiny_bert, pad_to_multiple_of=None, group_by_length=False)
+    loader = grouped.train_dataloader()
+    assert isinstance(loader.sampler, LengthGroupedSampler)
+
+    def padded_tokens(loader) -> int:
+        return sum(b["input_ids"].numel() - int(b["attention_mask"].sum()) for b in loader)
+
+    assert padded_tokens(loader) * 3 < padded_tokens(plain.train_dataloader())
+    first, second = epoch_of(loader, 0), epoch_of(loader, 1)
+    assert first != second  # a new order every epoch
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) == sorted(set(sum(first, [])))  # all, once each
+    again = ragged_datamodule(ragged_csv, tiny_bert).train_dataloader()
+    assert epoch_of(again, 1) == second  # the seed and epoch fix the order
+
+
+def test_grouped_epoch_resumed_mid_way_sees_every_example_once(ragged_csv: Path, tiny_bert: Path) -> None:
+    whole = ragged_datamodule(ragged_csv, tiny_bert).train_dataloader()
+    expected = epoch_of(whole, 1)
+
+    cut = ragged_datamodule(ragged_csv, tiny_bert).train_dataloader()
+    cut.sampler.set_epoch(1)
+    seen, iterator = [], iter(cut)
+    for _ in range(7):
+        seen.append(example_ids(next(iterator)))
+    state = cut.state_dict()  # what Lightning puts into the checkpoint
+
+    resumed = ragged_datamodule(ragged_csv, tiny_bert).train_dataloader()  # a new process: epoch 0 until told
+    resumed.load_state_dict(state)
+    seen += [example_ids(batch) for batch in resumed]  # the epoch is restored with the position
+    assert seen == expected
+    resumed.sampler.set_epoch(2)
+    assert sorted(sum(epoch_of(resumed, 2), [])) == sorted(sum(expected, []))  # the next epoch is whole
+
+
+def test_grouped_epoch_restored_as_finished_starts_the_next_one_whole(ragged_csv: Path, tiny_bert: Path) -> None:
+    loader = ragged_datamodule(ragged_csv, tiny_bert).train_dataloader()
+    epoch_of(loader, 0)
+    state = loader.state_dict()
+    resumed = ragged_datamodule(ragged_csv, tiny_bert).train_dataloader()
+    resumed.load_state_dict(state)  # a finished epoch: the loader's next pass is a new one, from its start
+    assert epoch_of(resumed, 1) == epoch_of(ragged_datamodule(ragged_csv, tiny_bert).train_dataloader(), 1)
+
+
+def test_grouped_sampler_shards_disjoint_ranks_that_cover_the_data(ragged_csv: Path, tiny_bert: Path) -> None:
+    ranks = [ragged_datamodule(ragged_csv, tiny_bert, world=(2, rank)).train_dataloader() for rank in (0, 1)]
+    # a DistributedSampler already: Lightning's DistributedSamplerWrapper (which re-shuffles) is not put around it
+    assert all(isinstance(loader.sampler, DistributedSampler) for loader in ranks)
+    for epoch in (0, 1):
+        shards = [[i for i in (loader.sampler.set_epoch(epoch) or loader.sampler)] for loader in ranks]
+        assert set(shards[0]).isdisjoint(shards[1])
+        assert sorted(shards[0] + shards[1]) == list(range(len(ranks[0].dataset)))  # 200 rows, even split
+        lengths = ranks[0].sampler.lengths
+        # each rank's batches stay grouped: a batch spans a few tokens, not the 3-30 word range
+        for shard in shards:
+            spans = [
+                max(lengths[i] for i in shard[b : b + BATCH]) - min(lengths[i] for i in shard[b : b + BATCH])
+                for b in range(0, len(shard), BATCH)
+            ]
+            assert sorted(spans)[len(spans) // 2] <= 3
+
+
+def test_grouped_sampler_state_resumes_each_rank(ragged_csv: Path, tiny_bert: Path) -> None:
+    lengths = [len(s.split()) for s in ragged_datamodule(ragged_csv, tiny_bert)._splits["train"]["sentence"]]
+    for rank in (0, 1):
+        sampler = LengthGroupedSampler(lengths, 2 * BATCH, num_replicas=2, rank=rank, seed=5)
+        sampler.set_epoch(3)
+        whole = list(sampler)
+        iterator = iter(sampler)
+        head = [next(iterator) for _ in range(13)]
+        restored = LengthGroupedSampler(lengths, 2 * BATCH, num_replicas=2, rank=rank)  # other seed, epoch 0
+        restored.load_state_dict(sampler.state_dict())
+        assert head + list(restored) == whole
+
+
+# ------------------------------------------------------------------------------------------------ fused AdamW
+def test_fused_adamw_is_chosen_only_for_a_default_adamw_on_cuda() -> None:
+    params = [torch.zeros(2, requires_grad=True)]
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert wants_fused_adamw(torch.optim.AdamW(params), cuda)
+    assert not wants_fused_adamw(torch.optim.AdamW(params), cpu)
+    assert not wants_fused_adamw(torch.optim.AdamW(params, foreach=True), cuda)  # the user's choice stays
+    assert not wants_fused_adamw(torch.optim.AdamW(params, fused=False), cuda)
+    assert not wants_fused_adamw(torch.optim.Adam(params), cuda)  # only the class asked for
+    assert not wants_fused_adamw(torch.optim.SGD(params, lr=0.1), cuda)
+
+
+def test_fused_adamw_trains_as_the_default_one(tiny_bert: Path, sentiment_csv: Path) -> None:
+    dm = TextDataModule(
+        data_files=str(sentiment_csv), text_column="sentence", label_column="sentiment", tokenizer=str(tiny_bert)
+    )
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+
+    def losses(fuse: bool) -> tuple[list[float], torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        module = TextClassifier(str(tiny_bert), num_labels=2, learning_rate=1e-3)
+        module.model.eval()  # no dropout: the two runs see the same function
+        optimizer = torch.optim.AdamW(decay_groups(module, weight_decay=0.01), lr=1e-3, foreach=not fuse)
+        if fuse:
+            optimizer = rebuilt_fused(torch.optim.AdamW(decay_groups(module, weight_decay=0.01), lr=1e-3))
+        curve = []
+        for _ in range(8):
+            loss = torch.nn.functional.cross_entropy(module(batch), batch["labels"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            curve.append(loss.item())
+        return curve, optimizer
+
+    fused, fused_optimizer = losses(fuse=True)
+    default, _ = losses(fuse=False)
+    assert all(group["fused"] for group in fused_optimizer.param_groups)
+    assert [g["name"] for g in fused_optimizer.param_groups] == ["decay", "no_decay"]  # the groups survive
+    assert fused_optimizer.param_groups[1]["weight_decay"] == 0.0
+    assert fused[-1] < fused[0]  # it learns
+    assert fused == pytest.approx(default, rel=1e-4, abs=1e-5)
