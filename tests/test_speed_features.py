@@ -10,12 +10,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import load_events
+from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator
+from test_gradients import fit_tiny
 from tiny_assets import NEGATIVE, NEUTRAL, POSITIVE
 from torch.utils.data import DistributedSampler
 
 from datamodules import TextDataModule
 from datamodules.length_grouped import LengthGroupedSampler
+from loggers.gradients import GradNormMonitor
 from modules import TextClassifier
 from modules.classifier import decay_groups, rebuilt_fused, wants_fused_adamw
 
@@ -181,3 +185,49 @@ def test_fused_adamw_trains_as_the_default_one(tiny_bert: Path, sentiment_csv: P
     assert fused_optimizer.param_groups[1]["weight_decay"] == 0.0
     assert fused[-1] < fused[0]  # it learns
     assert fused == pytest.approx(default, rel=1e-4, abs=1e-5)
+
+
+# ------------------------------------------------------------------------ gradient monitor: deferred host copy
+class WriteSteps(Callback):
+    """Wraps the logger's ``log_metrics`` to note, for each ``grad_norm/total`` point, the optimizer step (or
+    ``"end"``, after training) at which it was written."""
+
+    def __init__(self) -> None:
+        self.written: dict[int, int | str] = {}
+        self.at: int | str = -1
+
+    def setup(self, trainer: Trainer, pl_module, stage: str) -> None:
+        logger, original = trainer.logger, trainer.logger.log_metrics
+
+        def log_metrics(metrics, step=None):
+            if "grad_norm/total" in metrics:
+                self.written[step] = self.at
+            return original(metrics, step=step)
+
+        logger.log_metrics = log_metrics
+
+    def on_train_batch_start(self, trainer: Trainer, *args) -> None:
+        self.at = trainer.global_step
+
+    def on_train_end(self, trainer: Trainer, pl_module) -> None:
+        self.at = "end"  # runs before the monitor's on_train_end: the monitor is registered after this callback
+
+
+def test_deferred_gradient_stats_land_at_their_own_steps(tmp_path, tiny_bert, sentiment_csv) -> None:
+    runs = {}
+    for deferred in (False, True):  # forced on the CPU: the deferral runs as on CUDA, without the event
+        torch.manual_seed(3)
+        spy = WriteSteps()
+        monitor = GradNormMonitor(every_n_steps=2, deferred_copy=deferred)
+        logger = fit_tiny(tmp_path / str(deferred), tiny_bert, sentiment_csv, [spy, monitor], max_steps=5)
+        runs[deferred] = (spy.written, load_events(Path(logger.log_dir)))
+    totals = {mode: {e.step: e.value for e in events.Scalars("grad_norm/total")} for mode, (_, events) in runs.items()}
+    sums = {
+        mode: {h.step: h.histogram_value.sum for h in events.Histograms("grad_norm/per_param")}
+        for mode, (_, events) in runs.items()
+    }
+    assert sorted(totals[True]) == [0, 2, 4]  # the last one (step 4, the run's last step) too
+    assert totals[True] == pytest.approx(totals[False], rel=1e-6)  # the same numbers at the same steps
+    assert sums[True] == pytest.approx(sums[False], rel=1e-6)
+    assert runs[False][0] == {0: 0, 2: 2, 4: 4}  # written at their own step
+    assert runs[True][0] == {0: 1, 2: 3, 4: "end"}  # a step later, the last one at the end of training
