@@ -71,6 +71,11 @@ class ClassificationModule(LightningModule):
         fused_adamw: On CUDA, build ``torch.optim.AdamW`` with ``fused=True`` (one kernel for every parameter instead
             of torch's default multi-tensor loop) unless the optimizer's init_args set ``fused`` or ``foreach``.
             Elsewhere, and for other optimizers, nothing changes.
+        compile: Compile the network (``self.model``, not this LightningModule: the loop, metrics and logging stay
+            eager) with ``torch.compile(dynamic=False)``: one compile per input shape, so keep shapes few (text models
+            pad each batch up to ``compile_bucket`` tokens). Pays off on GPUs over long runs; off by default.
+        compile_backend: The ``torch.compile`` backend: ``inductor`` (generated kernels; needs a C++ compiler on the
+            CPU), ``aot_eager`` (no code generation, to check a model compiles), or any registered backend name.
     """
 
     def __init__(
@@ -84,6 +89,8 @@ class ClassificationModule(LightningModule):
         lr_schedule: str = "linear",
         lr_schedule_kwargs: dict[str, Any] | None = None,
         fused_adamw: bool = True,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         if lr_schedule not in SCHEDULES:
@@ -100,6 +107,13 @@ class ClassificationModule(LightningModule):
         self.lr_schedule = lr_schedule
         self.lr_schedule_kwargs = dict(lr_schedule_kwargs or {})
         self.fused_adamw = fused_adamw
+        self.compile_network = compile
+        self.compile_backend = compile_backend
+        if compile and compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+            raise TbxFinetuneError(
+                f"model.init_args.compile_backend={compile_backend!r}: use one of "
+                f"{', '.join(torch._dynamo.list_backends())} (or register your own with torch._dynamo.register_backend)"
+            )
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes=num_labels, average="micro"),
@@ -115,6 +129,13 @@ class ClassificationModule(LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return logits of shape ``(batch, num_labels)``."""
         raise NotImplementedError
+
+    def configure_model(self) -> None:
+        """Lightning's hook, run in every process once the module is on its device: compile the network there
+        (``nn.Module.compile`` keeps the parameter names, so checkpoints and exports stay those of the eager model)."""
+        network = getattr(self, "model", None)
+        if self.compile_network and isinstance(network, nn.Module) and network._compiled_call_impl is None:
+            network.compile(dynamic=False, backend=self.compile_backend)
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["labels"]
