@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import random
 from pathlib import Path
 from types import SimpleNamespace
@@ -12,9 +13,9 @@ import pytest
 import torch
 from conftest import load_events
 from lightning.pytorch import Callback, Trainer
-from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
 from test_gradients import fit_tiny
-from tiny_assets import NEGATIVE, NEUTRAL, POSITIVE
+from tiny_assets import NEGATIVE, NEUTRAL, POSITIVE, build_tiny_bert, write_sentiment_csv
 from torch.utils.data import DistributedSampler
 
 from datamodules import TextDataModule
@@ -22,6 +23,7 @@ from datamodules.length_grouped import LengthGroupedSampler
 from loggers.gradients import GradNormMonitor
 from modules import TextClassifier
 from modules.classifier import decay_groups, rebuilt_fused, wants_fused_adamw
+from modules.text import pad_to_bucket
 
 BATCH = 4
 
@@ -231,3 +233,102 @@ def test_deferred_gradient_stats_land_at_their_own_steps(tmp_path, tiny_bert, se
     assert sums[True] == pytest.approx(sums[False], rel=1e-6)
     assert runs[False][0] == {0: 0, 2: 2, 4: 4}  # written at their own step
     assert runs[True][0] == {0: 1, 2: 3, 4: "end"}  # a step later, the last one at the end of training
+
+
+# ----------------------------------------------------------------------------------------------- torch.compile
+COMPILES: list[tuple[int, ...]] = []
+
+
+@torch._dynamo.register_backend(name="counting_aot_eager")
+def counting_aot_eager(graph_module, example_inputs):
+    """aot_eager (compiles forward and backward without generating code: seconds on a CPU, where inductor takes
+    minutes for the first shape), counting each compiled graph with its input ids' shape."""
+    COMPILES.append(tuple(example_inputs[0].shape))
+    return torch._dynamo.lookup_backend("aot_eager")(graph_module, example_inputs)
+
+
+class Shapes(Callback):
+    """Every step's loss, and the (training?, batch, length bucket) of each batch the network sees."""
+
+    def __init__(self, bucket: int) -> None:
+        self.bucket, self.losses, self.shapes = bucket, [], set()
+
+    def _note(self, training: bool, batch) -> None:
+        rows, length = batch["input_ids"].shape
+        self.shapes.add((training, rows, -(-length // self.bucket) * self.bucket))
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._note(True, batch)
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._note(False, batch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(outputs["loss"].item())
+
+
+def test_pad_to_bucket_keeps_the_logits(tiny_bert: Path) -> None:
+    module = TextClassifier(str(tiny_bert), num_labels=2).eval()
+    ids = torch.randint(5, 30, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[0, 7:] = 0
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+    padded = pad_to_bucket(batch, 16, pad_token_id=0)
+    assert {tuple(t.shape) for t in padded.values()} == {(3, 16)}
+    assert padded["attention_mask"][:, 11:].sum() == 0 and padded["input_ids"][:, 11:].sum() == 0
+    assert pad_to_bucket(padded, 16, 0) is padded  # already a multiple: untouched
+    with torch.no_grad():
+        assert torch.allclose(module(padded), module(batch), atol=1e-5)
+
+
+def test_compiled_network_trains_as_eager_with_one_compile_per_bucket(tmp_path, ragged_csv) -> None:
+    model = build_tiny_bert(tmp_path / "no_dropout", dropout=0.0)  # dropout draws would differ between the two
+    runs = {}
+    for compile_on in (False, True):
+        torch.manual_seed(0)
+        COMPILES.clear()
+        shapes = Shapes(bucket=16)
+        dm = TextDataModule(
+            data_files={split: str(ragged_csv) for split in ("train", "validation", "test")},
+            text_column="sentence",
+            label_column="sentiment",
+            tokenizer=str(model),
+            batch_size=BATCH,
+        )
+        extra = {"compile": True, "compile_backend": "counting_aot_eager", "compile_bucket": 16} if compile_on else {}
+        module = TextClassifier(str(model), num_labels=2, learning_rate=1e-3, **extra)
+        options = {"limit_train_batches": 12, "limit_val_batches": 3, "enable_checkpointing": False}
+        Trainer(max_epochs=2, logger=False, callbacks=[shapes], enable_progress_bar=False, **options).fit(module, dm)
+        runs[compile_on] = shapes
+    compiled, eager = runs[True], runs[False]
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-4, abs=1e-5)  # 24 steps, the same curve
+    assert len(eager.losses) == 24 and eager.losses[-1] < eager.losses[0]
+    # one compile per (mode, batch size, bucket) the network met, none again: no recompile storm
+    assert 0 < len(COMPILES) <= len(compiled.shapes) <= 2 * 2 * 2  # train/eval x 4/8 rows x 16/32 tokens
+    assert {shape[1] for shape in COMPILES} <= {16, 32}
+    assert module.model._compiled_call_impl is not None
+
+
+# ------------------------------------------------------------------------------------------------- data pipeline
+def test_a_second_run_reads_the_tokenised_splits_from_the_cache(tmp_path, tiny_bert, caplog) -> None:
+    corpus = write_sentiment_csv(tmp_path / "fresh.csv", rows=60, seed=11)  # never tokenised before
+    first = TextDataModule(
+        data_files=str(corpus), text_column="sentence", label_column="sentiment", tokenizer=str(tiny_bert)
+    )
+    first.prepare_data()
+    again = TextDataModule(
+        data_files=str(corpus), text_column="sentence", label_column="sentiment", tokenizer=str(tiny_bert)
+    )
+    with caplog.at_level(logging.INFO, logger="datasets"):
+        again.prepare_data()  # another process would build this same datamodule from the same config
+        again.setup("fit")
+    cached = [r.getMessage() for r in caplog.records if "Loading cached processed dataset" in r.getMessage()]
+    assert len(cached) >= 3  # train, val and test: none tokenised again
+    assert again.tokenized["train"].cache_files == first._tokenize(first._splits["train"]).cache_files
+
+
+def test_loaders_pin_memory_only_for_cuda(ragged_csv: Path, tiny_bert: Path) -> None:
+    dm = ragged_datamodule(ragged_csv, tiny_bert)
+    assert not dm.train_dataloader().pin_memory
+    dm.trainer = SimpleNamespace(world_size=1, global_rank=0, accelerator=CUDAAccelerator())
+    assert dm.train_dataloader().pin_memory and dm.val_dataloader().pin_memory
