@@ -20,6 +20,8 @@ import datasets
 import pyarrow.compute as pc
 from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
 
+from common.errors import TbxFinetuneError
+
 
 def token_lengths(dataset: datasets.Dataset, column: str = "input_ids") -> list[int]:
     """Each row's number of tokens, read from the Arrow column's offsets (no row is decoded into Python)."""
@@ -58,7 +60,7 @@ class LengthGroupedSampler(DistributedLengthGroupedSampler):
         restored, self._restored = self._restored, None
         epoch, start = restored if restored is not None else (None, 0)
         self._yielded = start
-        return self._indices(epoch, start)
+        return _Pass(self._indices(epoch, start))
 
     def _indices(self, epoch: int | None, start: int) -> Iterator[int]:
         # drawn at the first index, not when iter() is called: Lightning calls set_epoch in between
@@ -77,3 +79,24 @@ class LengthGroupedSampler(DistributedLengthGroupedSampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed = int(state["seed"])
         self._restored = (int(state["epoch"]), int(state["yielded"]))
+
+
+class _Pass(Iterator[int]):
+    """One pass over the order. Stateful only to refuse, in words, a loader position saved by a plain shuffle (a
+    checkpoint from before ``group_by_length``, or with it off): torchdata would otherwise fail on an assertion."""
+
+    def __init__(self, indices: Iterator[int]) -> None:
+        self._indices = indices
+
+    def __next__(self) -> int:
+        return next(self._indices)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"length_grouped": True}  # the position itself is in the sampler's state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state.get("length_grouped"):
+            raise TbxFinetuneError(
+                "the checkpoint's train loader position was saved with a plain shuffle, not length-grouped batches: "
+                "resume it with --data.init_args.group_by_length false"
+            )

@@ -18,6 +18,7 @@ from test_gradients import fit_tiny
 from tiny_assets import NEGATIVE, NEUTRAL, POSITIVE, build_tiny_bert, write_sentiment_csv
 from torch.utils.data import DistributedSampler
 
+from common.errors import TbxFinetuneError
 from datamodules import TextDataModule
 from datamodules.length_grouped import LengthGroupedSampler
 from loggers.gradients import GradNormMonitor
@@ -112,6 +113,16 @@ def test_grouped_epoch_restored_as_finished_starts_the_next_one_whole(ragged_csv
     resumed = ragged_datamodule(ragged_csv, tiny_bert).train_dataloader()
     resumed.load_state_dict(state)  # a finished epoch: the loader's next pass is a new one, from its start
     assert epoch_of(resumed, 1) == epoch_of(ragged_datamodule(ragged_csv, tiny_bert).train_dataloader(), 1)
+
+
+def test_a_plain_shuffle_position_is_refused_in_words(ragged_csv: Path, tiny_bert: Path) -> None:
+    plain = ragged_datamodule(ragged_csv, tiny_bert, group_by_length=False).train_dataloader()
+    iterator = iter(plain)
+    next(iterator)
+    grouped = ragged_datamodule(ragged_csv, tiny_bert).train_dataloader()
+    grouped.load_state_dict(plain.state_dict())  # a checkpoint from before group_by_length, resumed with it on
+    with pytest.raises(TbxFinetuneError, match="group_by_length false"):
+        iter(grouped)
 
 
 def test_grouped_sampler_shards_disjoint_ranks_that_cover_the_data(ragged_csv: Path, tiny_bert: Path) -> None:
