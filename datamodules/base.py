@@ -39,6 +39,10 @@ class ClassificationDataModule(LightningDataModule):
         """The loader's ``collate_fn`` (``None``: PyTorch's default)."""
         return None
 
+    def _eval_sampler(self, name: str) -> Sampler | None:
+        """The order of the ``val`` or ``test`` loader (``None``: the dataset's)."""
+        return None
+
     def _train_sampler(self) -> Sampler | None:
         """The training order (``None``: shuffled by the loader). A sampler given here must be stateful (its
         ``state_dict`` goes into the loader's) and, to run under DDP, a ``DistributedSampler`` sharding itself."""
@@ -73,7 +77,7 @@ class ClassificationDataModule(LightningDataModule):
         """A loader whose position and shuffle order go into Lightning's checkpoints (``StatefulDataLoader``): a
         run resumed mid-epoch sees the rest of that epoch's order, each example once, not the epoch anew."""
         hp = self.hparams
-        sampler = self._train_sampler() if train else None
+        sampler = self._train_sampler() if train else self._eval_sampler(name) if name in ("val", "test") else None
         order = {"sampler": sampler} if sampler is not None else {"shuffle": train}
         return StatefulDataLoader(
             self._dataset(name),

@@ -18,6 +18,7 @@ from typing import Any
 
 import datasets
 import pyarrow.compute as pc
+from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
 
 from common.errors import TbxFinetuneError
@@ -79,6 +80,23 @@ class LengthGroupedSampler(DistributedLengthGroupedSampler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.seed = int(state["seed"])
         self._restored = (int(state["epoch"]), int(state["yielded"]))
+
+
+class LengthSortedSampler(Sampler[int]):
+    """Evaluation order: longest first, so each batch pads little (and a batch too large for memory fails at once).
+
+    Not random and not resumable on purpose: an evaluation is redone whole after a resume. Under DDP Lightning puts
+    it in its ``DistributedSamplerWrapper`` (no shuffle outside training), whose ranks take every other index.
+    """
+
+    def __init__(self, lengths: Sequence[int]) -> None:
+        self.order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
 
 
 class _Pass(Iterator[int]):

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedToken
 from common.assets import load_pretrained
 from common.errors import TbxFinetuneError
 from datamodules.base import STAGE_SPLITS, ClassificationDataModule
-from datamodules.length_grouped import LengthGroupedSampler, token_lengths
+from datamodules.length_grouped import LengthGroupedSampler, LengthSortedSampler, token_lengths
 from datamodules.sources import load_splits
 from datamodules.splits import LABEL_COLUMN, prepare_splits
 
@@ -46,6 +46,9 @@ class TextDataModule(ClassificationDataModule):
         group_by_length: Train on batches of similar lengths (HF Trainer's ``group_by_length``): shuffle, then sort
             by token count inside mega-batches of 50 batches, so each batch pads little. A new order every epoch,
             fixed by the training seed; resumable mid-epoch; sharded per rank under DDP. ``false``: plain shuffle.
+        sort_eval_by_length: Validate and test longest texts first, so those batches pad little too (the metrics do
+            not depend on the order). Off by default: the visuals that show the first validation examples
+            (``visuals.embeddings``, ``visuals.misclassified``) would then show the longest ones.
         pad_to_multiple_of: Pad each batch to a multiple of this many tokens (8 suits tensor cores; 32 or 64 keep
             the number of distinct shapes small for ``model.init_args.compile``). ``None``: to the longest text.
     """
@@ -70,6 +73,7 @@ class TextDataModule(ClassificationDataModule):
         seed: int = 42,
         trust_remote_code: bool = False,
         group_by_length: bool = True,
+        sort_eval_by_length: bool = False,
         pad_to_multiple_of: PositiveInt | None = 8,
     ) -> None:
         super().__init__()
@@ -164,3 +168,6 @@ class TextDataModule(ClassificationDataModule):
         num_replicas, rank = self._world
         lengths = token_lengths(self.tokenized["train"])
         return LengthGroupedSampler(lengths, self.hparams.batch_size * num_replicas, num_replicas, rank)
+
+    def _eval_sampler(self, name: str) -> LengthSortedSampler | None:
+        return LengthSortedSampler(token_lengths(self.tokenized[name])) if self.hparams.sort_eval_by_length else None
