@@ -6,15 +6,20 @@ from __future__ import annotations
 import csv
 import logging
 import random
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import load_events
+from conftest import load_events, run_cli, start_cli
+from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+from test_fault_tolerance import batches
+from test_fault_tolerance import config as fault_config
 from test_gradients import fit_tiny
+from test_resume import wait_for
 from tiny_assets import NEGATIVE, NEUTRAL, POSITIVE, build_tiny_bert, write_sentiment_csv
 from torch.utils.data import DistributedSampler
 
@@ -115,6 +120,28 @@ def test_grouped_epoch_restored_as_finished_starts_the_next_one_whole(ragged_csv
     assert epoch_of(resumed, 1) == epoch_of(ragged_datamodule(ragged_csv, tiny_bert).train_dataloader(), 1)
 
 
+def test_run_stopped_mid_epoch_resumes_its_grouped_order(tmp_path: Path, tiny_bert: Path, ragged_csv: Path) -> None:
+    """The CLI end to end, on texts of 3 to 30 words: SIGTERM in the middle of the second epoch, then
+    ``--ckpt_path last``: the resumed epoch goes on in its own grouped order, every example once."""
+    whole = run_cli("fit", "--config", str(fault_config(tmp_path, tiny_bert, ragged_csv, "whole")))
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    log = tmp_path / "cut.log"
+    process = start_cli(
+        "fit", "--config", str(fault_config(tmp_path, tiny_bert, ragged_csv, "cut", ("train", 9))), log=log
+    )
+    wait_for(lambda: (tmp_path / "paused").exists(), process, log)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    resumed = run_cli(
+        "fit", "--config", str(fault_config(tmp_path, tiny_bert, ragged_csv, "cut")), "--ckpt_path", "last"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    expected, seen = batches(tmp_path / "whole.batches"), batches(tmp_path / "cut.batches")
+    assert [line.split()[0] for line in expected] == ["0"] * 6 + ["1"] * 6  # 2 epochs of 6 batches
+    assert seen == expected  # the stop came after step 9's batch: nothing is seen twice, nothing skipped
+    assert len(set(expected[6:])) == 6 and expected[6:] != expected[:6]
+
+
 def test_a_plain_shuffle_position_is_refused_in_words(ragged_csv: Path, tiny_bert: Path) -> None:
     plain = ragged_datamodule(ragged_csv, tiny_bert, group_by_length=False).train_dataloader()
     iterator = iter(plain)
@@ -141,6 +168,21 @@ def test_grouped_sampler_shards_disjoint_ranks_that_cover_the_data(ragged_csv: P
                 for b in range(0, len(shard), BATCH)
             ]
             assert sorted(spans)[len(spans) // 2] <= 3
+
+
+def test_eval_sorted_longest_first_covers_the_split_once_on_each_rank(ragged_csv: Path, tiny_bert: Path) -> None:
+    sorted_dm = ragged_datamodule(ragged_csv, tiny_bert, sort_eval_by_length=True, pad_to_multiple_of=None)
+    plain = ragged_datamodule(ragged_csv, tiny_bert, pad_to_multiple_of=None)
+    assert plain.val_dataloader().sampler.__class__.__name__ == "SequentialSampler"  # off by default
+    loader = sorted_dm.val_dataloader()
+    widths = [batch["input_ids"].shape[1] for batch in loader]
+    assert widths == sorted(widths, reverse=True) and widths[0] > widths[-1]
+    assert sorted(sum(map(example_ids, loader), [])) == sorted(sum(map(example_ids, plain.val_dataloader()), []))
+    # under DDP Lightning wraps it for val/test, without shuffling: disjoint ranks covering the split
+    ranks = [
+        list(DistributedSamplerWrapper(loader.sampler, num_replicas=2, rank=rank, shuffle=False)) for rank in (0, 1)
+    ]
+    assert set(ranks[0]).isdisjoint(ranks[1]) and sorted(ranks[0] + ranks[1]) == list(range(len(loader.dataset)))
 
 
 def test_grouped_sampler_state_resumes_each_rank(ragged_csv: Path, tiny_bert: Path) -> None:
