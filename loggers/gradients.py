@@ -152,7 +152,12 @@ class GradNormMonitor(Callback):
         self._flush(trainer, wait=True)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._flush(trainer, wait=True)
+        step = self._pending.step if self._pending is not None else None
+        try:  # best effort: the run's own error is the one to report, not a failed write of the last point
+            self._flush(trainer, wait=True)
+        except Exception as err:  # noqa: BLE001
+            log.warning("gradient norms of step %s not written: %s", step, err)
+            self._pending = None
 
     def _write_stats(
         self, trainer: Trainer, step: int, host: list[float], layer_names: list[str], histogram_tags: list[str]
