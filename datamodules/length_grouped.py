@@ -34,7 +34,7 @@ class LengthGroupedSampler(DistributedLengthGroupedSampler):
 
     Args:
         lengths: Each example's length in tokens.
-        batch_size: The global batch (per-device batch × ranks): mega-batches hold 50 of them.
+        batch_size: The global batch (per-device batch × ranks): mega-batches hold up to 50 of them.
         num_replicas: Number of ranks (1 without DDP).
         rank: This rank.
         seed: Same on every rank; with the epoch it fixes the order. ``None``: ``PL_GLOBAL_SEED`` (what

@@ -53,7 +53,8 @@ def ragged_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def ragged_datamodule(csv_path: Path, tokenizer: Path, world: tuple[int, int] = (1, 0), **kwargs) -> TextDataModule:
-    args = {"text_column": "sentence", "label_column": "sentiment", "batch_size": BATCH, "max_length": 64, **kwargs}
+    args = {"text_column": "sentence", "label_column": "sentiment", "batch_size": BATCH, "max_length": 64}
+    args |= {"group_by_length": True, **kwargs}
     files = {split: str(csv_path) for split in ("train", "validation", "test")}  # all 200 rows in train
     dm = TextDataModule(data_files=files, tokenizer=str(tokenizer), **args)
     dm.trainer = SimpleNamespace(world_size=world[0], global_rank=world[1], accelerator=CPUAccelerator())
@@ -123,17 +124,18 @@ def test_grouped_epoch_restored_as_finished_starts_the_next_one_whole(ragged_csv
 def test_run_stopped_mid_epoch_resumes_its_grouped_order(tmp_path: Path, tiny_bert: Path, ragged_csv: Path) -> None:
     """The CLI end to end, on texts of 3 to 30 words: SIGTERM in the middle of the second epoch, then
     ``--ckpt_path last``: the resumed epoch goes on in its own grouped order, every example once."""
-    whole = run_cli("fit", "--config", str(fault_config(tmp_path, tiny_bert, ragged_csv, "whole")))
+    grouped = ("--data.init_args.group_by_length", "true")
+    whole = run_cli("fit", "--config", str(fault_config(tmp_path, tiny_bert, ragged_csv, "whole")), *grouped)
     assert whole.returncode == 0, whole.stderr[-3000:]
     log = tmp_path / "cut.log"
     process = start_cli(
-        "fit", "--config", str(fault_config(tmp_path, tiny_bert, ragged_csv, "cut", ("train", 9))), log=log
+        "fit", "--config", str(fault_config(tmp_path, tiny_bert, ragged_csv, "cut", ("train", 9))), *grouped, log=log
     )
     wait_for(lambda: (tmp_path / "paused").exists(), process, log)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == 128 + signal.SIGTERM, log.read_text()[-3000:]
     resumed = run_cli(
-        "fit", "--config", str(fault_config(tmp_path, tiny_bert, ragged_csv, "cut")), "--ckpt_path", "last"
+        "fit", "--config", str(fault_config(tmp_path, tiny_bert, ragged_csv, "cut")), *grouped, "--ckpt_path", "last"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     expected, seen = batches(tmp_path / "whole.batches"), batches(tmp_path / "cut.batches")
@@ -347,6 +349,7 @@ def test_compiled_network_trains_as_eager_with_one_compile_per_bucket(tmp_path, 
             label_column="sentiment",
             tokenizer=str(model),
             batch_size=BATCH,
+            group_by_length=True,
         )
         extra = {"compile": True, "compile_backend": "counting_aot_eager", "compile_bucket": 16} if compile_on else {}
         module = TextClassifier(str(model), num_labels=2, learning_rate=1e-3, **extra)
