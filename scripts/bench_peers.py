@@ -12,7 +12,7 @@ side by side, in one process, with the same:
   all three. The bare loop uses its ``train_dataloader()``; HF ``Trainer`` gets its tokenised
   ``datasets.Dataset`` and the loader's ``collate_fn`` (HF shuffles with its own sampler, so the batches
   differ, not their distribution: tokens/s below counts what each one actually saw). Length-grouped batches
-  (``--group-by-length``, on by default like ``data.group_by_length``) for all three: HF with its own
+  (``--group-by-length``, on by default, as the quickstart sets ``data.group_by_length``) for all three: HF with its own
   ``train_sampling_strategy="group_by_length"`` (the same mega-batch recipe), the bare loop with our loader;
 - batch size, precision (AMP autocast for ``*-mixed``), learning rate, weight decay, AdamW, linear warm-up
   then decay over the run's length, no gradient clipping, number of optimizer steps, loader workers.
@@ -671,7 +671,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--group-by-length",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="length-grouped training batches, all three (ours: data.group_by_length, its default; HF: "
+        help="length-grouped training batches, all three (ours: data.group_by_length; HF: "
         "train_sampling_strategy='group_by_length'; bare: our loader). Default on",
     )
     add("--threads", type=int, help="torch.set_num_threads before every run (default: torch's)")
