@@ -336,8 +336,9 @@ def test_pad_to_bucket_keeps_the_logits(tiny_bert: Path) -> None:
         assert torch.allclose(module(padded), module(batch), atol=1e-5)
 
 
-def test_compiled_network_trains_as_eager_with_one_compile_per_bucket(tmp_path, ragged_csv) -> None:
+def test_compiled_network_trains_as_eager_with_one_compile_per_bucket(tmp_path, ragged_csv, monkeypatch) -> None:
     model = build_tiny_bert(tmp_path / "no_dropout", dropout=0.0)  # dropout draws would differ between the two
+    monkeypatch.setenv("PL_GLOBAL_SEED", "0")  # the grouped order's seed, whatever an earlier test seeded
     runs = {}
     for compile_on in (False, True):
         torch.manual_seed(0)
