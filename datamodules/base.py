@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import Dataset
+from lightning.pytorch.accelerators import CUDAAccelerator
+from torch.utils.data import Dataset, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from datamodules.splits import LABEL_COLUMN
@@ -38,6 +39,21 @@ class ClassificationDataModule(LightningDataModule):
         """The loader's ``collate_fn`` (``None``: PyTorch's default)."""
         return None
 
+    def _eval_sampler(self, name: str) -> Sampler | None:
+        """The order of the ``val`` or ``test`` loader (``None``: the dataset's)."""
+        return None
+
+    def _train_sampler(self) -> Sampler | None:
+        """The training order (``None``: shuffled by the loader). A sampler given here must be stateful (its
+        ``state_dict`` goes into the loader's) and, to run under DDP, a ``DistributedSampler`` sharding itself."""
+        return None
+
+    @property
+    def _world(self) -> tuple[int, int]:
+        """(number of ranks, this rank) of the attached Trainer; (1, 0) without one."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
     @property
     def label_names(self) -> list[str]:
         self._prepare()
@@ -61,14 +77,23 @@ class ClassificationDataModule(LightningDataModule):
         """A loader whose position and shuffle order go into Lightning's checkpoints (``StatefulDataLoader``): a
         run resumed mid-epoch sees the rest of that epoch's order, each example once, not the epoch anew."""
         hp = self.hparams
+        sampler = self._train_sampler() if train else self._eval_sampler(name) if name in ("val", "test") else None
+        order = {"sampler": sampler} if sampler is not None else {"shuffle": train}
         return StatefulDataLoader(
             self._dataset(name),
             batch_size=hp.batch_size if train else hp.eval_batch_size or 2 * hp.batch_size,
-            shuffle=train,
+            **order,
             collate_fn=self._collate(),
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
+            pin_memory=self._pin_memory,
         )
+
+    @property
+    def _pin_memory(self) -> bool:
+        """Page-locked batches only when they go to a CUDA device: the host→device copy is then asynchronous."""
+        trainer = getattr(self, "trainer", None)
+        return trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
 
     def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", train=True)

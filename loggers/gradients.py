@@ -3,7 +3,10 @@
 Computed in ``on_before_optimizer_step``: there gradients are already unscaled under AMP and all-reduced
 under DDP, and the hook runs once per optimizer step whatever the accumulation. Everything is reduced on the
 device (``torch._foreach_norm``, ``index_add_`` per layer, histogram summaries), stacked into one tensor
-and copied to the host once per log step. Only global rank 0 computes and writes. Stopping on non-finite
+and copied to the host once per log step. On CUDA that copy is asynchronous: it goes into pinned memory behind a
+CUDA event, and the numbers are written when the event has passed (normally at the next optimizer step), at the
+latest at the next log step, a checkpoint or the end of training, so the step never waits for the GPU and no point
+is lost. Only global rank 0 computes and writes. Stopping on non-finite
 gradients is ``loggers.health.NonFiniteGuard``'s job (``--nonfinite.gradients true``).
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import dataclass
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -52,6 +56,9 @@ class GradNormMonitor(Callback):
         gradient_histograms: Also write a histogram of gradient values per layer (``grad/<layer>``).
         weight_histograms: Also write a histogram of weight values per layer (``weight/<layer>``).
         explode_factor, vanish_threshold, dead_patience: Health-alert thresholds (see ``TrainingHealth``).
+        deferred_copy: Copy the statistics to the host without waiting and write them once the copy has landed
+            (same values, same steps, written a step later). ``None``: on CUDA only, where a blocking copy would
+            stall the step until the GPU catches up; elsewhere the copy is immediate.
     """
 
     def __init__(
@@ -65,6 +72,7 @@ class GradNormMonitor(Callback):
         explode_factor: float = 10.0,
         vanish_threshold: float = 1e-8,
         dead_patience: int = 3,
+        deferred_copy: bool | None = None,
     ) -> None:
         if every_n_steps < 0:
             raise ValueError(f"GradNormMonitor.every_n_steps must be ≥ 0 (0: off), got {every_n_steps}")
@@ -78,9 +86,12 @@ class GradNormMonitor(Callback):
             explode_factor=explode_factor, vanish_threshold=vanish_threshold, dead_patience=dead_patience
         )
         self.alerts_fired = 0
+        self.deferred_copy = deferred_copy
         self._groups: tuple | None = None
+        self._pending: _PendingStats | None = None
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
+        self._flush(trainer, wait=False)  # the last log step's numbers, if their copy has landed
         step = trainer.global_step
         if self.every_n_steps == 0 or step % self.every_n_steps or not trainer.is_global_zero:
             return
@@ -117,8 +128,40 @@ class GradNormMonitor(Callback):
                 parts.append(histogram_summary(torch.cat([t.detach().flatten() for t in tensors]), self.bins))
                 histogram_tags.append(f"{kind}/{layer}")
 
-        host = torch.cat(parts).cpu().tolist()  # the one device→host copy of this step
+        stats = torch.cat(parts)
+        deferred = self.deferred_copy if self.deferred_copy is not None else stats.is_cuda
+        if not deferred:  # the one device→host copy of this step
+            self._write_stats(trainer, step, stats.cpu().tolist(), layer_names, histogram_tags)
+            return
+        self._flush(trainer, wait=True)  # at most one copy in flight; one log step old, it has long landed
+        self._pending = _PendingStats.start(stats, step, layer_names, histogram_tags)
 
+    def _flush(self, trainer: Trainer, wait: bool) -> None:
+        """Write the pending statistics if their copy has landed (``wait``: once it has)."""
+        pending = self._pending
+        if pending is None or not (wait or pending.ready()):
+            return
+        self._pending = None
+        host = pending.values()
+        self._write_stats(trainer, pending.step, host, pending.layer_names, pending.histogram_tags)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        self._flush(trainer, wait=True)  # the record on disk then holds every step the checkpoint has trained
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._flush(trainer, wait=True)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        step = self._pending.step if self._pending is not None else None
+        try:  # best effort: the run's own error is the one to report, not a failed write of the last point
+            self._flush(trainer, wait=True)
+        except Exception as err:  # noqa: BLE001
+            log.warning("gradient norms of step %s not written: %s", step, err)
+            self._pending = None
+
+    def _write_stats(
+        self, trainer: Trainer, step: int, host: list[float], layer_names: list[str], histogram_tags: list[str]
+    ) -> None:
         total_norm, nonfinite = host[0], int(host[1])
         layer_norms = dict(zip(layer_names, host[2 : 2 + len(layer_names)], strict=True))
         offset, size = 2 + len(layer_names), summary_size(self.bins)
@@ -153,3 +196,34 @@ class GradNormMonitor(Callback):
                 record.histogram(tag, stats, step)
             for alert in alerts:
                 record.text(f"health/{alert.kind}", f"step {step}: {alert.message}", step)
+
+
+@dataclass
+class _PendingStats:
+    """One log step's statistics on their way to the host: a pinned buffer filled asynchronously behind a CUDA
+    event (torch has no future for a tensor copy; an event is how CUDA says a queued copy is done)."""
+
+    step: int
+    layer_names: list[str]
+    histogram_tags: list[str]
+    host: torch.Tensor
+    event: torch.cuda.Event | None
+
+    @classmethod
+    def start(cls, stats: torch.Tensor, step: int, layer_names: list[str], histogram_tags: list[str]) -> _PendingStats:
+        if stats.is_cuda:
+            host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
+            host.copy_(stats, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        else:  # nothing to wait for off CUDA; the deferral itself runs the same way (and is tested on CPU)
+            host, event = stats.detach().clone(), None
+        return cls(step, list(layer_names), list(histogram_tags), host, event)
+
+    def ready(self) -> bool:
+        return self.event is None or self.event.query()
+
+    def values(self) -> list[float]:
+        if self.event is not None:
+            self.event.synchronize()
+        return self.host.tolist()

@@ -13,6 +13,7 @@ biases and normalisation weights from decay, and a staged fine-tune gives the ba
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -67,6 +68,14 @@ class ClassificationModule(LightningModule):
         lr_schedule: A ``transformers`` schedule name: linear, cosine, cosine_with_restarts, polynomial,
             constant, constant_with_warmup, inverse_sqrt, cosine_with_min_lr, warmup_stable_decay, ….
         lr_schedule_kwargs: That schedule's own arguments (``num_cycles``, ``power``, ``min_lr_rate``, …).
+        fused_adamw: On CUDA, build ``torch.optim.AdamW`` with ``fused=True`` (one kernel for every parameter instead
+            of torch's default multi-tensor loop) unless the optimizer's init_args set ``fused`` or ``foreach``.
+            Elsewhere, and for other optimizers, nothing changes.
+        compile: Compile the network (``self.model``, not this LightningModule: the loop, metrics and logging stay
+            eager) with ``torch.compile(dynamic=False)``: one compile per input shape, so keep shapes few (text models
+            pad each batch up to ``compile_bucket`` tokens). Pays off on GPUs over long runs; off by default.
+        compile_backend: The ``torch.compile`` backend: ``inductor`` (generated kernels; needs a C++ compiler on the
+            CPU), ``aot_eager`` (no code generation, to check a model compiles), or any registered backend name.
     """
 
     def __init__(
@@ -79,6 +88,9 @@ class ClassificationModule(LightningModule):
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_schedule: str = "linear",
         lr_schedule_kwargs: dict[str, Any] | None = None,
+        fused_adamw: bool = True,
+        compile: bool = False,
+        compile_backend: str = "inductor",
     ) -> None:
         super().__init__()
         if lr_schedule not in SCHEDULES:
@@ -94,6 +106,14 @@ class ClassificationModule(LightningModule):
         self.optimizer = optimizer
         self.lr_schedule = lr_schedule
         self.lr_schedule_kwargs = dict(lr_schedule_kwargs or {})
+        self.fused_adamw = fused_adamw
+        self.compile_network = compile
+        self.compile_backend = compile_backend
+        if compile and compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+            raise TbxFinetuneError(
+                f"model.init_args.compile_backend={compile_backend!r}: use one of "
+                f"{', '.join(torch._dynamo.list_backends())} (or register your own with torch._dynamo.register_backend)"
+            )
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes=num_labels, average="micro"),
@@ -109,6 +129,13 @@ class ClassificationModule(LightningModule):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Return logits of shape ``(batch, num_labels)``."""
         raise NotImplementedError
+
+    def configure_model(self) -> None:
+        """Lightning's hook, run in every process once the module is on its device: compile the network there
+        (``nn.Module.compile`` keeps the parameter names, so checkpoints and exports stay those of the eager model)."""
+        network = getattr(self, "model", None)
+        if self.compile_network and isinstance(network, nn.Module) and network._compiled_call_impl is None:
+            network.compile(dynamic=False, backend=self.compile_backend)
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["labels"]
@@ -191,6 +218,8 @@ class ClassificationModule(LightningModule):
         The schedule's length comes from Lightning, so accumulation, epochs and max_steps are all honoured.
         """
         optimizer = self.optimizer(self.parameter_groups())
+        if self.fused_adamw and wants_fused_adamw(optimizer, self.device):
+            optimizer = rebuilt_fused(optimizer)
         for group in optimizer.param_groups:
             group["lr"] = self.learning_rate * group.get("lr_scale", 1.0)
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
@@ -204,6 +233,29 @@ class ClassificationModule(LightningModule):
         if self.lr_schedule == SchedulerType.REDUCE_ON_PLATEAU.value:
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def wants_fused_adamw(optimizer: torch.optim.Optimizer, device: torch.device) -> bool:
+    """Whether ``optimizer`` should become fused: a plain ``AdamW`` whose ``fused`` and ``foreach`` were left to torch
+    (``None``), on a CUDA device, where the fused kernel is the fastest implementation torch has."""
+    defaults = optimizer.defaults
+    return (
+        type(optimizer) is torch.optim.AdamW
+        and torch.device(device).type == "cuda"
+        and defaults.get("fused") is None
+        and defaults.get("foreach") is None
+    )
+
+
+def rebuilt_fused(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The same optimizer (class, parameter groups with their names and scales, hyperparameters) built with
+    ``fused=True``. Called before the first step, so there is no state to carry over; rebuilding, rather than
+    passing ``fused`` to the injected callable, works whatever callable the CLI made of the config."""
+    cls = type(optimizer)
+    accepted = inspect.signature(cls).parameters
+    defaults = {key: value for key, value in optimizer.defaults.items() if key in accepted}
+    groups = [{**group, "fused": True, "foreach": None} for group in optimizer.param_groups]
+    return cls(groups, **{**defaults, "fused": True, "foreach": None})
 
 
 def check_label_order(name_or_path: str, label_names: list[str], key: str, **kwargs: Any) -> None:

@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 import torch
+from jsonargparse.typing import PositiveInt
 from transformers import AutoModelForSequenceClassification
 
 from common.assets import load_pretrained
@@ -20,12 +21,27 @@ from modules.classifier import ClassificationModule, check_label_order
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
+def pad_to_bucket(inputs: dict[str, torch.Tensor], bucket: int, pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad every ``(batch, length)`` input to the next multiple of ``bucket`` tokens, masked out: the padded
+    positions get ``attention_mask`` 0, ``pad_token_id`` and token type 0, as the collator's own padding does."""
+    length = next(iter(inputs.values())).shape[1]
+    extra = -length % bucket
+    if extra == 0:
+        return inputs
+    fill = {"input_ids": pad_token_id, "attention_mask": 0, "token_type_ids": 0}
+    return {key: torch.nn.functional.pad(value, (0, extra), value=fill.get(key, 0)) for key, value in inputs.items()}
+
+
 class TextClassifier(ClassificationModule):
     """A BERT-family encoder with a fresh classification head sized for the dataset's labels.
 
     Args:
         model_name_or_path: Hub name (``bert-base-uncased``) or a local folder written by ``save_pretrained``.
         trust_remote_code: Allow the checkpoint's own Python code to run; off unless the config says so.
+        compile_bucket: With ``compile``, pad every batch's sequence length up to a multiple of this many tokens
+            (masked, so the logits do not change): ``max_length / compile_bucket`` shapes per batch size, each
+            compiled once, instead of one per padded length. ``data.init_args.pad_to_multiple_of`` set to the same
+            number does it in the loader instead.
         **kwargs: See ``ClassificationModule``.
     """
 
@@ -38,6 +54,7 @@ class TextClassifier(ClassificationModule):
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
         trust_remote_code: bool = False,
+        compile_bucket: PositiveInt = 32,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_labels, label_names, learning_rate, weight_decay, warmup_ratio, **kwargs)
@@ -55,9 +72,12 @@ class TextClassifier(ClassificationModule):
             trust_remote_code=trust_remote_code,
         )
         self.model.train()  # from_pretrained returns eval mode: dropout would stay off during fine-tuning
+        self.compile_bucket = compile_bucket
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         inputs = {key: batch[key] for key in MODEL_INPUTS if key in batch}
+        if self.compile_network:
+            inputs = pad_to_bucket(inputs, self.compile_bucket, self.model.config.pad_token_id or 0)
         return self.model(**inputs).logits
 
     def export_pretrained(self, folder: str, datamodule: object) -> None:

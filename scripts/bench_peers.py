@@ -11,7 +11,9 @@ side by side, in one process, with the same:
 - data: one ``TextDataModule`` (tokenised once, dynamic padding to a multiple of 8) whose train split feeds
   all three. The bare loop uses its ``train_dataloader()``; HF ``Trainer`` gets its tokenised
   ``datasets.Dataset`` and the loader's ``collate_fn`` (HF shuffles with its own sampler, so the batches
-  differ, not their distribution: tokens/s below counts what each one actually saw);
+  differ, not their distribution: tokens/s below counts what each one actually saw). Length-grouped batches
+  (``--group-by-length``, on by default, as the quickstart sets ``data.group_by_length``) for all three: HF with its own
+  ``train_sampling_strategy="group_by_length"`` (the same mega-batch recipe), the bare loop with our loader;
 - batch size, precision (AMP autocast for ``*-mixed``), learning rate, weight decay, AdamW, linear warm-up
   then decay over the run's length, no gradient clipping, number of optimizer steps, loader workers.
 
@@ -257,6 +259,7 @@ def build_bench(args: argparse.Namespace, work: Path) -> Bench:
         max_samples=args.max_samples,
         num_workers=args.num_workers,
         seed=args.seed,
+        group_by_length=args.group_by_length,
     )
     datamodule.setup("fit")
     datamodule.setup("test")
@@ -294,6 +297,8 @@ def run_bare(bench: Bench, steps: int) -> Run:
         loader = bench.datamodule.train_dataloader()  # one loader for all epochs: workers persist, as in Lightning
         with log.watching(model):
             while len(log.ends) < steps:
+                if hasattr(loader.sampler, "set_epoch"):  # length-grouped: a new order each pass, as Lightning does
+                    loader.sampler.set_epoch(len(log.ends) // max(len(loader), 1))
                 for batch in loader:
                     batch = to_device(batch, bench.device)
                     with bench.autocast():
@@ -348,6 +353,7 @@ def run_hf(bench: Bench, steps: int) -> Run:
             dataloader_num_workers=args.num_workers,
             dataloader_persistent_workers=args.num_workers > 0,
             dataloader_pin_memory=False,
+            train_sampling_strategy="group_by_length" if args.group_by_length else "random",
             eval_strategy="no",
             save_strategy="no",
             logging_strategy="no",
@@ -598,6 +604,7 @@ def print_table(numbers: dict[str, Any]) -> None:
     print(
         f"   {config['steps']} timed steps after {config['warmup_steps']} warm-up, {config['rounds']} rounds "
         f"(order rotating); accuracy after {config['epochs']} epoch(s); ours-monitor: {config['ours_monitor']}; "
+        f"group-by-length: {config.get('group_by_length')}; "
         + ", ".join(f"{k} {v}" for k, v in config["versions"].items())
     )
     print(table_row(HEADER))
@@ -660,6 +667,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--num-workers", type=int, default=0, help="data loader workers, all three (default 0)")
     add("--log-every-n-steps", type=int, default=50, help="ours: Lightning's log_every_n_steps (default 50)")
     add("--ours-monitor", action="store_true", help="ours: also GradNormMonitor(every_n_steps=1)")
+    add(
+        "--group-by-length",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="length-grouped training batches, all three (ours: data.group_by_length; HF: "
+        "train_sampling_strategy='group_by_length'; bare: our loader). Default on",
+    )
     add("--threads", type=int, help="torch.set_num_threads before every run (default: torch's)")
     add("--seed", type=int, default=42)
     add("--json", type=Path, help="also write the numbers (and every step's time) here")
