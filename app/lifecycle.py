@@ -304,9 +304,16 @@ RUN_DEFINING = (
 )
 """Config keys that define a run: a resume must keep them (the restored optimizer, schedule and data order
 were made with them)."""
-MAY_CHANGE = ("data.init_args.eval_batch_size", "data.init_args.predict_split")
-"""Run-defining by prefix but free to change on resume: they do not touch training. (``num_workers`` does: the
-loader's saved position is laid out per worker process.)"""
+MAY_CHANGE = (
+    "data.init_args.eval_batch_size",
+    "data.init_args.predict_split",
+    "data.init_args.sort_eval_by_length",
+    "data.init_args.pad_to_multiple_of",
+    "model.init_args.compile",  # (also compile_backend, compile_bucket: padding is masked, the logits do not change)
+    "model.init_args.fused_adamw",  # one kernel or several for the same update; the optimizer's state is the same
+)
+"""Run-defining by prefix but free to change on resume: they do not change what is trained, only how fast. (Not
+``num_workers``: the loader's saved position is laid out per worker process; not ``group_by_length``: the order.)"""
 
 
 def changed_run_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -137,8 +137,8 @@ def test_interrupt_finalizes_events_and_saves_resumable_last_ckpt(
 def test_resume_refuses_changed_run_settings_and_allows_extending(
     tmp_path: Path, tiny_bert: Path, sentiment_csv: Path
 ) -> None:
-    """Batch size, learning rate, precision, workers, model or data may not change on resume; max_steps and the
-    logging cadence may."""
+    """Batch size, learning rate, precision, workers, the training order, model or data may not change on resume;
+    max_steps, the logging cadence and speed-only keys (eval order, fused AdamW, compile) may."""
     from conftest import run_main
 
     run_dir = tmp_path / "runs" / "test" / "version_0"
@@ -151,12 +151,14 @@ def test_resume_refuses_changed_run_settings_and_allows_extending(
         (("--model.init_args.learning_rate", "0.01"), "model.init_args.learning_rate: 0.001 → 0.01"),
         (("--trainer.precision", "bf16-mixed"), "trainer.precision: None → bf16-mixed"),
         (("--data.init_args.num_workers", "1"), "data.init_args.num_workers: 0 → 1"),
+        (("--data.init_args.group_by_length", "true"), "data.init_args.group_by_length: False → True"),
     ):
         code, _, err = run_main("fit", "--config", config, *short, *change, "--ckpt_path", "last")
         assert code == 2 and shown in err and "Traceback" not in err, err[-2000:]
         assert "--config " in err and str(run_dir / "config.yaml") in err  # the way back to the run's settings
     assert event_files(run_dir) == files_before  # nothing written by the refused resumes
+    speed_only = ("--data.init_args.sort_eval_by_length", "true", "--model.init_args.fused_adamw", "false")
     result = run_cli("fit", "--config", config, "--trainer.max_steps", "6", "--trainer.log_every_n_steps", "2",
-                     "--ckpt_path", "last")  # fmt: skip
+                     *speed_only, "--ckpt_path", "last")  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert steps_of(run_dir)["train/loss"] == [0, 1, 2, 3, 5]  # every step, then every 2nd (cadence changed)
