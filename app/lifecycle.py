@@ -21,19 +21,22 @@ leaves out (the random streams, the train loader's position).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import json
 import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -58,6 +61,8 @@ from loggers.tensorboardx import TensorBoardXLogger
 
 LAST = "last"
 LAST_FILE = "last.ckpt"
+LOCK_FILE = ".fit.lock"
+"""In a run folder while a fit writes it: an ``flock`` the operating system drops when the process ends, even killed."""
 CONFIG_FILE = "config.yaml"
 """LightningCLI's config of the run, in its folder (``SaveConfigCallback``'s default name)."""
 LIGHTNING_ALIASES = ("best", "hpc", "registry")
@@ -179,9 +184,22 @@ class LastCheckpoint(ModelCheckpoint):
         self._signum: int | None = None
         self._previous_handlers: dict[int, Any] = {}
         self._requeue_signal: int | None = None
+        self._lock: IO | None = None
         self._validated_at: int | None = None
         self._saving_on_stop = False
         self._saved_uncounted = False
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit" and trainer.is_global_zero and self.dirpath:
+            self._lock = hold_run_lock(os.path.dirname(self.dirpath))
+
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self._lock.name)
+            self._lock.close()  # the lock goes with the file descriptor
+            self._lock = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
@@ -269,6 +287,41 @@ class LastCheckpoint(ModelCheckpoint):
             for signum, handler in self._previous_handlers.items():
                 signal.signal(signum, handler)
         self._previous_handlers = {}
+
+
+def hold_run_lock(run_dir: str) -> IO | None:
+    """Take the run folder's lock for as long as the returned file stays open (``None`` where the file system has no
+    ``flock``): ``check_not_running`` then refuses to resume the run while this fit still writes it."""
+    os.makedirs(run_dir, exist_ok=True)
+    handle = open(os.path.join(run_dir, LOCK_FILE), "a+", encoding="utf-8")  # held open until the fit's teardown
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held by another fit (check_not_running said no before), or no flock on this file system
+        handle.close()
+        return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    handle.flush()
+    return handle
+
+
+def check_not_running(run_dir: str) -> None:
+    """Refuse to continue a run that a fit is still writing (two writers would interleave one record)."""
+    path = os.path.join(run_dir, LOCK_FILE)
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read().strip() or "another process"
+            raise TbxFinetuneError(
+                f"--ckpt_path: {run_dir} is still being trained ({holder}); stop that run first (Ctrl-C saves "
+                "last.ckpt), or start a new run without --ckpt_path"
+            ) from None
+        except OSError:
+            return  # no flock on this file system: nothing to check with
 
 
 def requeue_slurm_job() -> None:
@@ -395,6 +448,7 @@ class CheckpointRequest:
             self.checkpoint = load_checkpoint(ckpt_path)
         folder = run_folder_of(ckpt_path, root) if root else None
         if folder and subcommand == "fit":
+            check_not_running(os.path.join(root, folder))
             check_resume_keeps_the_run(os.path.join(root, folder), config)
         if folder:
             step = int(self.checkpoint.get("global_step", 0)) if subcommand == "fit" else None

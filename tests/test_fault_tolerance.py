@@ -202,3 +202,23 @@ def test_slurm_requeue_signal_saves_requeues_and_the_restart_continues_the_run(
     assert restart.wait(timeout=300) == 0, log.read_text()[-3000:]
     assert [p.name for p in (tmp_path / "cut" / "test").iterdir()] == ["slurm-4242"]
     assert steps_of(run_dir) == steps_of(whole / "whole" / "test" / "version_0")
+
+
+def test_a_run_still_training_is_not_resumed_by_a_second_process(
+    tmp_path: Path, tiny_bert: Path, sentiment_csv: Path
+) -> None:
+    """``--ckpt_path last`` while the run's own fit still writes it would interleave two writers in one record: it is
+    refused (exit 2, the holder named) until that fit has stopped; a SIGKILLed holder frees the folder too."""
+    from conftest import run_main
+
+    log = tmp_path / "first.log"
+    first = start_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut", ("train", 3))), log=log)
+    wait_for(lambda: (tmp_path / "paused").exists(), first, log)
+    resume = ("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), "--ckpt_path", "last")
+    code, _, err = run_main(*resume)
+    assert code == 2 and "is still being trained (pid" in err and "Traceback" not in err, err[-2000:]
+    first.kill()
+    first.wait(timeout=60)
+    result = run_cli(*resume)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "cut" / "test" / "version_0" / ".fit.lock").exists()  # removed at the fit's end
