@@ -108,6 +108,7 @@ class ClassificationModule(LightningModule):
         self.lr_schedule_kwargs = dict(lr_schedule_kwargs or {})
         self.fused_adamw = fused_adamw
         self.compile_network = compile
+        self._network_compiled = False
         self.compile_backend = compile_backend
         if compile and compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
             raise TbxFinetuneError(
@@ -134,8 +135,9 @@ class ClassificationModule(LightningModule):
         """Lightning's hook, run in every process once the module is on its device: compile the network there
         (``nn.Module.compile`` keeps the parameter names, so checkpoints and exports stay those of the eager model)."""
         network = getattr(self, "model", None)
-        if self.compile_network and isinstance(network, nn.Module) and network._compiled_call_impl is None:
+        if self.compile_network and isinstance(network, nn.Module) and not self._network_compiled:
             network.compile(dynamic=False, backend=self.compile_backend)
+            self._network_compiled = True  # Lightning calls this hook again for test_after_fit
 
     def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         labels = batch["labels"]
