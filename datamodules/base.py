@@ -7,12 +7,13 @@ how a split becomes a dataset a loader can batch (``_dataset``) and, if needed, 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.accelerators import CUDAAccelerator
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from datamodules.splits import LABEL_COLUMN
@@ -48,6 +49,18 @@ class ClassificationDataModule(LightningDataModule):
         ``state_dict`` goes into the loader's) and, to run under DDP, a ``DistributedSampler`` sharding itself."""
         return None
 
+    def _distributed_shuffle(self, name: str) -> DistributedSampler | None:
+        """Under DDP, the plain shuffle as a ``DistributedSampler`` seeded by the training seed: its order is a function
+        of (seed, epoch), so a resumed epoch is the same order from the saved position. Lightning's own wrapper
+        re-shuffles a ``RandomSampler`` whose seed is drawn from the RNG at the epoch's start, which a resume cannot
+        redraw. ``None`` off DDP (the loader's ``RandomSampler`` keeps its generator in the loader's state)."""
+        strategy = getattr(getattr(self, "trainer", None), "strategy", None)
+        shards = getattr(strategy, "distributed_sampler_kwargs", None)
+        if not shards:
+            return None
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # what seed_everything sets, as Lightning's sampler uses
+        return DistributedSampler(self._dataset(name), shuffle=True, seed=seed, **shards)
+
     @property
     def _world(self) -> tuple[int, int]:
         """(number of ranks, this rank) of the attached Trainer; (1, 0) without one."""
@@ -78,6 +91,8 @@ class ClassificationDataModule(LightningDataModule):
         run resumed mid-epoch sees the rest of that epoch's order, each example once, not the epoch anew."""
         hp = self.hparams
         sampler = self._train_sampler() if train else self._eval_sampler(name) if name in ("val", "test") else None
+        if train and sampler is None:
+            sampler = self._distributed_shuffle(name)
         order = {"sampler": sampler} if sampler is not None else {"shuffle": train}
         return StatefulDataLoader(
             self._dataset(name),

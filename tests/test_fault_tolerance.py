@@ -131,7 +131,7 @@ def test_ctrl_c_under_two_process_ddp_stops_every_rank_at_one_step_and_resumes(
     from conftest import REPO
 
     ddp = str(REPO / "configs" / "trainer" / "ddp_cpu.yaml")
-    paused = config(tmp_path, tiny_bert, sentiment_csv, "ddp", ("train", 4))
+    paused = config(tmp_path, tiny_bert, sentiment_csv, "ddp", ("train", 7))  # in epoch 1 (5 steps an epoch)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO), "TOKENIZERS_PARALLELISM": "false"}
     log = tmp_path / "ddp.log"
     with log.open("w") as out:
@@ -147,7 +147,7 @@ def test_ctrl_c_under_two_process_ddp_stops_every_rank_at_one_step_and_resumes(
             os.killpg(process.pid, 0)
             time.sleep(0.1)
     run_dir = tmp_path / "ddp" / "test" / "version_0"
-    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 4
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == 7
 
     resumed = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "ddp")), "--config", ddp,
                       "--ckpt_path", "last")  # fmt: skip
@@ -157,6 +157,10 @@ def test_ctrl_c_under_two_process_ddp_stops_every_rank_at_one_step_and_resumes(
     steps = steps_of(run_dir)
     assert steps["train/loss"] == list(range(10))
     assert steps["val/acc"] == [2, 7] and steps["train/acc"] == [4, 9] and steps["test/acc"] == [10]
+    # the interrupted epoch, both ranks, before and after the stop: every example once, as in the epoch before it
+    seen = [line.split() for line in batches(tmp_path / "ddp.batches")]
+    epochs = [[example for epoch_, *examples in seen if epoch_ == e for example in examples] for e in ("0", "1")]
+    assert sorted(set(epochs[1])) == sorted(set(epochs[0])) and len(epochs[1]) == len(epochs[0])
 
 
 def test_slurm_requeue_signal_saves_requeues_and_the_restart_continues_the_run(
