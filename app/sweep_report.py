@@ -16,11 +16,9 @@ from typing import Any
 
 import optuna
 import yaml
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 
-from app.report_html import _e, _images, _num, _table
+from app.report_html import _e, _figure, _images, _num, _table
 from app.sweep_spec import FAILURE_ATTR, RUN_ATTR, SWEEP_FILE, ranked, reported_value
 from common.errors import TbxFinetuneError
 
@@ -111,8 +109,7 @@ def _trials_table(record: StudyRecord) -> str:
 
 def _note(trial: FrozenTrial, metric: str) -> str:
     if trial.state == TrialState.PRUNED and trial.intermediate_values:
-        step = max(trial.intermediate_values)
-        return f"pruned after validation {step} ({metric} {trial.intermediate_values[step]:.4g})"
+        return f"pruned after validation {max(trial.intermediate_values)} ({metric} {reported_value(trial):.4g})"
     return str(trial.user_attrs.get(FAILURE_ATTR, ""))
 
 
@@ -165,14 +162,10 @@ def _parameter_charts(record: StudyRecord, output: Path) -> list[tuple[str, str]
     """One scatter per searched key: complete trials filled, pruned ones hollow at their last reported value."""
     charts = []
     for index, key in enumerate(record.space):
-        figure = Figure(figsize=(5.2, 3.4), dpi=100, layout="constrained")
-        FigureCanvasAgg(figure)
-        axes = figure.add_subplot()
         short = key.rsplit(".", 1)[-1]
-        axes.set_title(f"{record.metric} against {short}")
+        figure, axes = _figure(f"{record.metric} against {short}")
         axes.set_xlabel(short)
         axes.set_ylabel(record.metric)
-        axes.grid(alpha=0.3)
         for state, style in ((TrialState.COMPLETE, {"color": "C0"}), (TrialState.PRUNED, {"facecolors": "none"})):
             points = [(t.params[key], reported_value(t)) for t in record.trials if t.state == state and key in t.params]
             points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]

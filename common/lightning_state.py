@@ -16,6 +16,8 @@ from __future__ import annotations
 from contextlib import AbstractContextManager
 from typing import Any
 
+from lightning.fabric.utilities.data import _set_sampler_epoch
+
 _ATTRIBUTE = "_batches_that_stepped"
 _CHECKPOINT_PATH = ("loops", "fit_loop", "epoch_loop.state_dict", _ATTRIBUTE)
 
@@ -76,12 +78,7 @@ def restore_train_loader_position(trainer: Any) -> None:
     # the resumed epoch's shuffle: Lightning sets a DistributedSampler's epoch at the epoch's start, after this
     # iterator exists, so without this a resumed epoch >= 1 replays epoch 0's order from the saved position
     for loader in fit_loop._combined_loader.flattened if fit_loop._combined_loader is not None else ():
-        for sampler in (
-            getattr(loader, "sampler", None),
-            getattr(getattr(loader, "batch_sampler", None), "sampler", None),
-        ):
-            if callable(getattr(sampler, "set_epoch", None)):
-                sampler.set_epoch(fit_loop.epoch_progress.current.processed)
+        _set_sampler_epoch(loader, fit_loop.epoch_progress.current.processed)  # what Lightning calls at epoch start
     fit_loop._load_combined_loader_states()
     if not fit_loop._combined_loader_states_to_load and fit_loop._data_fetcher is not None:  # loaded: iterate anew
         iter(fit_loop._data_fetcher)

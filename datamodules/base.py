@@ -22,6 +22,12 @@ STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)
 """The loaders each Lightning stage needs (``predict`` reads the split named by ``predict_split``)."""
 
 
+def training_seed() -> int:
+    """The seed a training order draws from: ``PL_GLOBAL_SEED`` (what ``seed_everything`` sets, and what Lightning
+    seeds its own distributed samplers with), else 0. The same on every rank."""
+    return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+
 class ClassificationDataModule(LightningDataModule):
     """Base of ``TextDataModule`` and ``ImageDataModule``; its ``hparams`` need ``batch_size``,
     ``eval_batch_size``, ``num_workers`` and ``predict_split``."""
@@ -58,8 +64,7 @@ class ClassificationDataModule(LightningDataModule):
         shards = getattr(strategy, "distributed_sampler_kwargs", None)
         if not shards:
             return None
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))  # what seed_everything sets, as Lightning's sampler uses
-        return DistributedSampler(self._dataset(name), shuffle=True, seed=seed, **shards)
+        return DistributedSampler(self._dataset(name), shuffle=True, seed=training_seed(), **shards)
 
     @property
     def _world(self) -> tuple[int, int]:

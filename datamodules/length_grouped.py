@@ -12,7 +12,6 @@ epoch's own order, on every rank, whatever epoch the sampler was told before the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch.utils.data import Sampler
 from transformers.trainer_pt_utils import DistributedLengthGroupedSampler
 
 from common.errors import TbxFinetuneError
+from datamodules.base import training_seed
 
 
 def token_lengths(dataset: datasets.Dataset, column: str = "input_ids") -> list[int]:
@@ -49,7 +49,7 @@ class LengthGroupedSampler(DistributedLengthGroupedSampler):
         rank: int = 0,
         seed: int | None = None,
     ) -> None:
-        seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) if seed is None else seed
+        seed = training_seed() if seed is None else seed
         super().__init__(batch_size, num_replicas=num_replicas, rank=rank, seed=seed, lengths=list(lengths))
         self._yielded = 0
         self._restored: tuple[int, int] | None = None  # (epoch, indices already handed out) from load_state_dict
