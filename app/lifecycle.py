@@ -49,6 +49,7 @@ from torchmetrics import Metric
 
 from common.errors import TbxFinetuneError
 from common.lightning_state import (
+    count_logging_step,
     flat_params,
     last_saved_step,
     request_graceful_stop,
@@ -61,6 +62,9 @@ from loggers.tensorboardx import TensorBoardXLogger
 
 LAST = "last"
 LAST_FILE = "last.ckpt"
+EPOCH_END_FILE = "last.epoch_end"
+"""Beside ``last.ckpt``: the step of a save taken at an epoch's last batch whose epoch end has since reached the record.
+A resume from that save runs the epoch's end again (Lightning's restore), and its points are then repeats."""
 LOCK_FILE = ".fit.lock"
 """In a run folder while a fit writes it: an ``flock`` the operating system drops when the process ends, even killed."""
 CONFIG_FILE = "config.yaml"
@@ -156,6 +160,8 @@ class LastCheckpoint(ModelCheckpoint):
     - after the validation that follows a due step, not before it: Lightning restores a checkpoint taken at such a
       batch end as if its validation had run, so a kill during the validation would lose it;
     - at the end of fit, so a kill in what follows (``test_after_fit``, export) redoes no training;
+    - (the save at an epoch's last batch comes before that epoch's end, which Lightning's restore runs again: once
+      that end is on disk, ``EPOCH_END_FILE`` says so, and a resumed logger drops its repeated points;)
     - on SIGTERM, Ctrl-C or SLURM's requeue signal (SIGUSR1 when Lightning's ``SLURMEnvironment`` has
       ``auto_requeue`` on; after the save the job is requeued with ``scontrol``). Each only notes the request;
       every rank agrees on it at the next batch end (the optimizer step done and counted) or validation end, and
@@ -186,8 +192,9 @@ class LastCheckpoint(ModelCheckpoint):
         self._requeue_signal: int | None = None
         self._lock: IO | None = None
         self._validated_at: int | None = None
-        self._saving_on_stop = False
-        self._saved_uncounted = False
+        self._saving_counted = False
+        self._started_at = 0
+        self._epoch_ended_after_save: int | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -205,6 +212,7 @@ class LastCheckpoint(ModelCheckpoint):
         super().on_train_start(trainer, pl_module)
         # Lightning registers its SIGTERM handler just before this hook; signals can only be set in the main thread
         self._signum = None
+        self._started_at = trainer.global_step
         self._requeue_signal = slurm_requeue_signal(trainer)
         stops = [signal.SIGINT, signal.SIGTERM] + ([self._requeue_signal] if self._requeue_signal else [])
         if threading.current_thread() is threading.main_thread():
@@ -244,21 +252,53 @@ class LastCheckpoint(ModelCheckpoint):
             raise SIGTERMException  # saved in on_exception, as things stand at the validation's end
         self._validated_at = trainer.global_step
 
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        # Lightning restores a save at the epoch's last batch as "validated, epoch end not run" and runs the end again;
+        # its train/* epoch points, logged right after this hook, are noted as recorded at the next epoch or the end
+        if last_saved_step(self) == trainer.global_step:
+            self._epoch_ended_after_save = trainer.global_step
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._note_epoch_end_recorded(trainer)
+
+    def _note_epoch_end_recorded(self, trainer: Trainer) -> None:
+        """Write ``EPOCH_END_FILE`` once the epoch end after ``last.ckpt`` is on disk (the logger drained)."""
+        step, self._epoch_ended_after_save = self._epoch_ended_after_save, None
+        if step is None or not self.dirpath or not trainer.is_global_zero or last_saved_step(self) != step:
+            return
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardXLogger)]
+        for logger in loggers:
+            logger.flush()
+        if loggers:
+            _write_atomically(os.path.join(self.dirpath, EPOCH_END_FILE), str(step))
+
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
-        # Lightning reads "last batch finished" as a save at validation end, before the loop counted the step for
-        # the loggers, and adds that count itself when validation ran on that batch; a stop after it is counted
-        shifted = self._saving_on_stop and self._validated_at == trainer.global_step
-        if shifted:
+        # Lightning reads "last batch finished, validation due after it" as a save at that validation's end, before
+        # the loop counted the step for the loggers, and adds that count itself on restore; a save after the count
+        # (a stop at a batch end, the end of fit) must then store it uncounted, or a resume logs one step late
+        if self._saving_counted and self._validated_at == trainer.global_step:
             shift_checkpoint_logging_step(checkpoint, -1)
-        self._saved_uncounted = trainer.validating or shifted
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restore_signals()
         super().on_train_end(trainer, pl_module)
-        # a fit restored from a save at its last validation's end would end one count short (test/* a step early)
-        final_saved = last_saved_step(self) == trainer.global_step and not self._saved_uncounted
-        if self.dirpath and not final_saved and not trainer.fast_dev_run:
+        self._note_epoch_end_recorded(trainer)
+        if trainer.global_step == self._started_at:
+            # restored with nothing left to train: Lightning adds the count a save at validation end left out only
+            # when it trains on, so the test after fit would log one step early
+            count_logging_step(trainer, trainer.global_step)
+        elif self.dirpath and last_saved_step(self) != trainer.global_step and not trainer.fast_dev_run:
+            self._save_counted(trainer)
+
+    def _save_counted(self, trainer: Trainer) -> None:
+        """Save ``last.ckpt`` after the loop counted the last step (a stop, the end of fit)."""
+        self._saving_counted = True
+        try:
             trainer.save_checkpoint(os.path.join(self.dirpath, LAST_FILE), weights_only=False)
+        finally:
+            self._saving_counted = False
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         self._restore_signals()
@@ -270,11 +310,7 @@ class LastCheckpoint(ModelCheckpoint):
             return
         path = os.path.join(self.dirpath, LAST_FILE)
         if last_saved_step(self) != trainer.global_step:  # (a periodic save at this very point stands)
-            self._saving_on_stop = True
-            try:
-                trainer.save_checkpoint(path, weights_only=False)  # all ranks stop at one point: the barrier is met
-            finally:
-                self._saving_on_stop = False
+            self._save_counted(trainer)  # all ranks stop at one point: the save's barrier is met
         rank_zero_info(
             f"tbx-finetune: stopped by {signal.Signals(signum).name} at step {trainer.global_step}; saved {path}. "
             "Continue the run with the same command plus --ckpt_path last"
@@ -287,6 +323,20 @@ class LastCheckpoint(ModelCheckpoint):
             for signum, handler in self._previous_handlers.items():
                 signal.signal(signum, handler)
         self._previous_handlers = {}
+
+
+def _write_atomically(path: str, text: str) -> None:
+    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(f"{path}.tmp", path)
+
+
+def epoch_end_recorded(ckpt_path: str, step: int) -> bool:
+    """Whether the record holds the end of the epoch that a save at ``step`` came before (``EPOCH_END_FILE``)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(os.path.dirname(ckpt_path), EPOCH_END_FILE), encoding="utf-8") as f:
+            return int(f.read()) == step
+    return False
 
 
 def hold_run_lock(run_dir: str) -> IO | None:
@@ -405,6 +455,7 @@ class Resume:
 
     folder: str
     step: int | None
+    epoch_end_recorded: bool = False
 
 
 class CheckpointRequest:
@@ -452,7 +503,8 @@ class CheckpointRequest:
             check_resume_keeps_the_run(os.path.join(root, folder), config)
         if folder:
             step = int(self.checkpoint.get("global_step", 0)) if subcommand == "fit" else None
-            self.resume, self.no_run_folder = Resume(folder, step), False
+            recorded = step is not None and epoch_end_recorded(ckpt_path, step)
+            self.resume, self.no_run_folder = Resume(folder, step, recorded), False
         return self.resume is not None and subcommand == "fit"
 
     def apply(self, model: torch.nn.Module, trainer: Trainer, ckpt_path: str | None) -> None:
@@ -464,7 +516,7 @@ class CheckpointRequest:
         elif self.resume:
             for logger in trainer.loggers:
                 if isinstance(logger, TensorBoardXLogger):
-                    logger.continue_run(self.resume.folder, self.resume.step)
+                    logger.continue_run(self.resume.folder, self.resume.step, self.resume.epoch_end_recorded)
 
 
 def logger_root(config: Any) -> tuple[str | None, int | str | None]:

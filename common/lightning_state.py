@@ -33,6 +33,12 @@ def logging_step(trainer: Any) -> int:
     return int(getattr(epoch_loop, _ATTRIBUTE))
 
 
+def count_logging_step(trainer: Any, step: int) -> None:
+    """Set the step Lightning's logger connector gives the metrics logged next."""
+    logging_step(trainer)  # fails loudly if the attribute moved
+    trainer.fit_loop.epoch_loop._batches_that_stepped = step
+
+
 def shift_checkpoint_logging_step(checkpoint: dict, delta: int) -> None:
     """Add ``delta`` to the logging step a Lightning checkpoint dict restores."""
     node: Any = checkpoint

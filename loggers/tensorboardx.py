@@ -135,6 +135,7 @@ class TensorBoardXLogger(TensorBoardLogger):
         self._flush_secs = flush_secs
         self._max_queue = max_queue
         self._purge_step = purge_step
+        self._epoch_end_recorded = False
         self._writers_opened = 0
         self._drain_after_next_log = False
         self._last_points: dict[str, tuple[int | None, float]] = {}
@@ -168,13 +169,16 @@ class TensorBoardXLogger(TensorBoardLogger):
                 "point trainer.logger.init_args.save_dir at a writable folder"
             ) from err
 
-    def continue_run(self, version: int | str, purge_step: int | None) -> None:
+    def continue_run(self, version: int | str, purge_step: int | None, epoch_end_recorded: bool = False) -> None:
         """Log into an existing run folder: a resumed fit hides the folder's points at steps ≥ ``purge_step``;
-        ``None`` (validate/test/predict of the run's checkpoint) adds to the run and hides nothing."""
+        ``None`` (validate/test/predict of the run's checkpoint) adds to the run and hides nothing.
+        ``epoch_end_recorded``: the record has the end of the epoch the checkpoint was saved in, which Lightning's
+        restore runs again; its points (before ``purge_step``) are then not written twice."""
         if self._experiment is not None:
             raise RuntimeError("continue_run must be called before anything is logged")
         self._version = version
         self._purge_step = purge_step
+        self._epoch_end_recorded = epoch_end_recorded
 
     def agree_on_version(self, broadcast: Callable[[Any], Any]) -> None:
         """Make every rank use rank 0's version (pass ``trainer.strategy.broadcast``); all ranks must call it."""
@@ -221,9 +225,11 @@ class TensorBoardXLogger(TensorBoardLogger):
             self._drain()
 
     def _kept_before_resume(self, tag: str, step: int | None) -> bool:
-        """``epoch`` at a step before a resumed fit's first: the record kept from before has it (Lightning adds it to
-        every call, and a resume's first call can be the end of an epoch validated before the stop)."""
-        return tag == "epoch" and None not in (step, self._purge_step) and step < self._purge_step
+        """A point at a step before a resumed fit's first that the record kept from before has: ``epoch`` (Lightning
+        adds it to every call, and a resume's first call can be the end of an epoch validated before the stop), and
+        every point of an epoch end run again when the record has that end (``continue_run``)."""
+        before = None not in (step, self._purge_step) and step < self._purge_step
+        return before and (tag == "epoch" or self._epoch_end_recorded)
 
     @rank_zero_only
     def log_hyperparams(self, params: dict[str, Any] | Namespace, metrics: Any = None) -> None:
@@ -281,6 +287,11 @@ class TensorBoardXLogger(TensorBoardLogger):
         """
         self._drain()
         self._drain_after_next_log = True
+
+    @rank_zero_only
+    def flush(self) -> None:
+        """Put every event logged so far on disk now."""
+        self._drain()
 
     def _drain(self) -> None:
         if self._experiment is not None:

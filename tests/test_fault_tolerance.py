@@ -61,6 +61,7 @@ def whole(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_c
     [
         (signal.SIGKILL, "train", 3, 2, -signal.SIGKILL),  # epoch 0, before any validation
         (signal.SIGKILL, "validation", 6, 4, -signal.SIGKILL),  # in the epoch-end validation; step 6's save waits
+        (signal.SIGKILL, "train", 7, 6, -signal.SIGKILL),  # in epoch 1, restored from the save before epoch 0's end
         (signal.SIGTERM, "train", 5, 5, 128 + signal.SIGTERM),  # a scheduler's stop, mid-epoch
         (signal.SIGINT, "validation", 6, 6, 128 + signal.SIGINT),  # Ctrl-C in the epoch-end validation
         (signal.SIGINT, "validation", 9, 9, 128 + signal.SIGINT),  # Ctrl-C in a mid-epoch validation
@@ -69,6 +70,7 @@ def whole(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_c
     ids=[
         "sigkill-before-any-validation",
         "sigkill-in-epoch-end-validation",
+        "sigkill-after-the-epoch-end",
         "sigterm-mid-epoch",
         "ctrl-c-in-epoch-end-validation",
         "ctrl-c-in-mid-epoch-validation",
@@ -116,6 +118,40 @@ def test_stopped_then_resumed_run_gives_the_uninterrupted_record(
             assert final[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
     for kept in range(restored):  # kept from before the stop, identical
         assert final["train/loss"][kept] == pytest.approx(before["train/loss"][kept])
+
+
+@pytest.mark.parametrize(
+    ("short", "longer"),
+    [
+        (("--trainer.max_epochs", str(EPOCHS - 1)), ()),
+        (("--trainer.max_steps", str(STEPS_PER_EPOCH)), ("--trainer.max_steps", str(MAX_STEPS))),
+    ],
+    ids=["max_epochs", "max_steps"],
+)
+def test_a_finished_run_extended_gives_the_longer_runs_steps_and_data_order(
+    tmp_path: Path,
+    tiny_bert: Path,
+    sentiment_csv: Path,
+    whole: Path,
+    short: tuple[str, ...],
+    longer: tuple[str, ...],
+) -> None:
+    """A run that ended (its last save at the epoch-end validation), extended with a larger ``max_epochs`` or
+    ``max_steps`` and ``--ckpt_path last``: the new steps follow on at the next step, in the order the longer run
+    would have trained."""
+    first = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), *short)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = tmp_path / "cut" / "test" / "version_0"
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH
+
+    extended = run_cli(
+        "fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), *longer, "--ckpt_path", "last"
+    )
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert batches(tmp_path / "cut.batches") == batches(whole / "whole.batches")
+    # the longer run's record: each step, validation and epoch end once (the short run's test, at the step the
+    # extension resumed from, is hidden with what followed the checkpoint)
+    assert steps_of(run_dir) == steps_of(whole / "whole" / "test" / "version_0")
 
 
 def test_ctrl_c_under_two_process_ddp_stops_every_rank_at_one_step_and_resumes(
