@@ -46,8 +46,7 @@ class TextDataModule(ClassificationDataModule):
         group_by_length: Train on batches of similar lengths (HF Trainer's ``group_by_length``): shuffle, then sort
             by token count inside mega-batches of up to 50 batches, so each batch pads little. A new order every
             epoch, fixed by the training seed; resumable mid-epoch; sharded per rank under DDP. ``false``: plain
-            shuffle. Off by default for now only because it changes the order every existing run was tuned and
-            tested with; the shipped configs turn it on.
+            shuffle (a run made before this was the default resumes with ``false``).
         sort_eval_by_length: Validate and test longest texts first, so those batches pad little too (the metrics do
             not depend on the order). Off by default: the visuals that show the first validation examples
             (``visuals.embeddings``, ``visuals.misclassified``) would then show the longest ones.
@@ -74,7 +73,7 @@ class TextDataModule(ClassificationDataModule):
         num_workers: NonNegativeInt = 0,
         seed: int = 42,
         trust_remote_code: bool = False,
-        group_by_length: bool = False,
+        group_by_length: bool = True,
         sort_eval_by_length: bool = False,
         pad_to_multiple_of: PositiveInt | None = 8,
     ) -> None:

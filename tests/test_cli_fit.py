@@ -16,10 +16,11 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 def fitted(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> dict:
     tmp = tmp_path_factory.mktemp("fit")
     config = write_yaml(tmp / "fit.yaml", text_config(tiny_bert, str(sentiment_csv), tmp / "runs"))
-    # a learning rate and budget (3 epochs, 27 steps, LR decaying to 0) at which the tiny model learns the corpus
-    # (asserted below); over 2 epochs whether it does depended on the shuffle order
+    # a learning rate and budget (5 epochs, 45 steps, LR decaying to 0) at which the tiny model learns the corpus
+    # (asserted below) whatever the seed: with length-grouped batches at seeds 7-12, 3 epochs left seed 7 stuck at
+    # the majority class (the plain shuffle: seeds 8 and 10), 5 epochs none
     result = run_cli(
-        "fit", "--config", str(config), "--model.init_args.learning_rate", "1e-2", "--trainer.max_epochs", "3"
+        "fit", "--config", str(config), "--model.init_args.learning_rate", "1e-2", "--trainer.max_epochs", "5"
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp / "runs" / "test" / "version_0"
@@ -40,10 +41,10 @@ def test_fit_writes_scalars_readable_by_tensorboard(fitted: dict) -> None:
     events = load_events(run_dir)
     scalars = set(events.Tags()["scalars"])
     assert {"train/loss", "val/loss", "val/acc", "val/f1", "lr-AdamW/decay", "lr-AdamW/no_decay"} <= scalars
-    # 160 rows - 16 test - 15 val = 129 train rows → 9 steps per epoch, 3 epochs = 27 steps, logged every 2
+    # 160 rows - 16 test - 15 val = 129 train rows → 9 steps per epoch, 5 epochs = 45 steps, logged every 2
     train_steps = [event.step for event in events.Scalars("train/loss")]
-    assert train_steps == list(range(1, 27, 2))
-    assert len(events.Scalars("val/acc")) == 3
+    assert train_steps == list(range(1, 45, 2))
+    assert len(events.Scalars("val/acc")) == 5
     # the corpus is learnable from its words: a model that only sees [UNK] (a broken tokenizer) stays near 0.5
     assert events.Scalars("val/acc")[-1].value >= 0.8
     assert all(0.0 <= e.value <= 1.0 for e in events.Scalars("val/acc"))
@@ -60,7 +61,7 @@ def test_fit_writes_hparams_of_the_config_with_real_metric_tags(fitted: dict) ->
     assert start["model.init_args.learning_rate"].number_value == pytest.approx(1e-2)  # the override
     assert start["data.init_args.batch_size"].number_value == 16
     assert start["model.init_args.model_name_or_path"].string_value.endswith("tiny_bert0")
-    assert start["trainer.max_epochs"].number_value == 3  # the override
+    assert start["trainer.max_epochs"].number_value == 5  # the override
     assert start["model.init_args.num_labels"].number_value == 2  # linked from the data
     assert "hp_metric" not in events.Tags()["scalars"]
     declared = {info.name.tag for info in data["_hparams_/experiment"].experiment.metric_infos}

@@ -151,7 +151,7 @@ def test_resume_refuses_changed_run_settings_and_allows_extending(
         (("--model.init_args.learning_rate", "0.01"), "model.init_args.learning_rate: 0.001 → 0.01"),
         (("--trainer.precision", "bf16-mixed"), "trainer.precision: None → bf16-mixed"),
         (("--data.init_args.num_workers", "1"), "data.init_args.num_workers: 0 → 1"),
-        (("--data.init_args.group_by_length", "true"), "data.init_args.group_by_length: False → True"),
+        (("--data.init_args.group_by_length", "false"), "data.init_args.group_by_length: True → False"),
     ):
         code, _, err = run_main("fit", "--config", config, *short, *change, "--ckpt_path", "last")
         assert code == 2 and shown in err and "Traceback" not in err, err[-2000:]
