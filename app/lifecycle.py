@@ -25,6 +25,7 @@ import contextlib
 import csv
 import fcntl
 import json
+import math
 import os
 import random
 import re
@@ -54,6 +55,7 @@ from common.lightning_state import (
     last_saved_step,
     request_graceful_stop,
     restore_train_loader_position,
+    save_every_n_steps,
     shift_checkpoint_logging_step,
     slurm_requeue_signal,
     validation_follows,
@@ -155,8 +157,9 @@ class LastCheckpoint(ModelCheckpoint):
     """``checkpoints/last.ckpt``, the one file a resume starts from, written so that the resumed run repeats and
     skips nothing. It is saved:
 
-    - from the first step on, at the cadence chosen (one of the two, like Lightning's ModelCheckpoint), else at every
-      epoch end; the monitoring checkpoint (best ``val/acc``) saves nothing before its metric exists;
+    - from the first step on, at the cadence chosen (one of the two, like Lightning's ModelCheckpoint), else at each
+      epoch's last step (Lightning 2.6 writes ``last`` at an epoch's end only beside a top-k file, and this callback
+      keeps none); the monitoring checkpoint (best ``val/acc``) saves nothing before its metric exists;
     - after the validation that follows a due step, not before it: Lightning restores a checkpoint taken at such a
       batch end as if its validation had run, so a kill during the validation would lose it;
     - at the end of fit, so a kill in what follows (``test_after_fit``, export) redoes no training;
@@ -186,6 +189,7 @@ class LastCheckpoint(ModelCheckpoint):
             every_n_train_steps=every_n_train_steps,
             train_time_interval=train_time_interval,
         )
+        self._every_epoch = every_n_train_steps is None and train_time_interval is None
         self._due_after_validation: tuple[Any, ...] | None = None
         self._signum: int | None = None
         self._previous_handlers: dict[int, Any] = {}
@@ -213,6 +217,8 @@ class LastCheckpoint(ModelCheckpoint):
         # Lightning registers its SIGTERM handler just before this hook; signals can only be set in the main thread
         self._signum = None
         self._started_at = trainer.global_step
+        if self._every_epoch and math.isfinite(trainer.num_training_batches):  # the epoch's optimizer steps
+            save_every_n_steps(self, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
         self._requeue_signal = slurm_requeue_signal(trainer)
         stops = [signal.SIGINT, signal.SIGTERM] + ([self._requeue_signal] if self._requeue_signal else [])
         if threading.current_thread() is threading.main_thread():

@@ -97,6 +97,13 @@ def last_saved_step(checkpoint_callback: Any) -> int:
     return int(checkpoint_callback._last_global_step_saved)
 
 
+def save_every_n_steps(checkpoint_callback: Any, steps: int) -> None:
+    """Set a ``ModelCheckpoint``'s ``every_n_train_steps`` after it was built (its ``_every_n_train_steps``)."""
+    if not hasattr(checkpoint_callback, "_every_n_train_steps"):
+        raise RuntimeError("this Lightning version's ModelCheckpoint has no _every_n_train_steps")
+    checkpoint_callback._every_n_train_steps = steps
+
+
 def jit_tracing() -> AbstractContextManager:
     """The context Lightning's own TensorBoardLogger traces a LightningModule in (``log_graph``)."""
     from lightning.pytorch.core.module import _jit_is_scripting  # private; the import fails loudly on an upgrade

@@ -120,6 +120,31 @@ def test_stopped_then_resumed_run_gives_the_uninterrupted_record(
         assert final["train/loss"][kept] == pytest.approx(before["train/loss"][kept])
 
 
+@pytest.mark.parametrize("budget", [(), ("--trainer.max_steps", str(MAX_STEPS))], ids=["max_epochs", "max_steps"])
+def test_the_default_cadence_saves_each_epoch_and_a_kill_resumes_from_it(
+    tmp_path: Path, tiny_bert: Path, sentiment_csv: Path, whole: Path, budget: tuple[str, ...]
+) -> None:
+    """Without a cadence, ``last.ckpt`` is written at each epoch's last step (after its validation): a SIGKILL in the
+    next epoch loses only that epoch's steps, and the resumed record is the uninterrupted one."""
+    default = ("--last_checkpoint.every_n_train_steps", "null", *budget)
+    log = tmp_path / "stopped.log"
+    paused = config(tmp_path, tiny_bert, sentiment_csv, "cut", ("train", STEPS_PER_EPOCH + 2))
+    process = start_cli("fit", "--config", str(paused), *default, log=log)
+    wait_for(lambda: (tmp_path / "paused").exists(), process, log)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait(timeout=120) == -signal.SIGKILL
+    run_dir = tmp_path / "cut" / "test" / "version_0"
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH
+
+    resumed = run_cli(
+        "fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), *default, "--ckpt_path", "last"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    seen = batches(tmp_path / "cut.batches")
+    assert seen[:STEPS_PER_EPOCH] + seen[STEPS_PER_EPOCH + 2 :] == batches(whole / "whole.batches")
+    assert steps_of(run_dir) == steps_of(whole / "whole" / "test" / "version_0")
+
+
 @pytest.mark.parametrize(
     ("short", "longer"),
     [
