@@ -29,9 +29,14 @@
 #   "FAILED: ..." and the others still run. $OUT gets at most 8 files (the device tool's limit): session.log,
 #   one JSON per bench_peers run, fit_perf.json and logs.tar.gz with every step's own log.
 #
-# CPU simulation of `run` (no GPU here): a throwaway venv with only torch, lightning and transformers (plus the
-# binary packages the GPU image has, see README), GPU_SESSION_PYTHONS="3.12 3.11" for prepare, then
+# CPU simulation of `run` (no GPU here): a throwaway venv standing for the machine's interpreter,
+#   python3 -m venv /tmp/venv && /tmp/venv/bin/pip install torch==2.13.0 lightning==2.6.6 transformers==5.23.0
+#   /tmp/venv/bin/pip install pandas==3.1.1 pyarrow==26.0.1 xxhash==4.1.0 tensorboard==2.21.0 \
+#       matplotlib==3.11.2 psutil==7.2.2 pillow==13.0.0 protobuf==7.36.2 charset-normalizer==3.5.3
+# (the second line: binary packages the GPU image has, which prepare leaves to it), then
+#   GPU_SESSION_PYTHONS="3.12 3.11" bash scripts/gpu_session.sh prepare     # 3.11: this machine's python
 #   PATH=/tmp/venv/bin:$PATH GPU_SESSION_DEVICE=cpu bash scripts/gpu_session.sh run
+# and `prepare` again, without GPU_SESSION_PYTHONS, before a real device call.
 # GPU_SESSION_DEVICE=cpu uses --device cpu / --accelerator cpu, fp32 and a few steps: it checks the mechanism
 # (install, imports, every step writing its JSON), not speed. PYTHON overrides the interpreter (default python3).
 set -uo pipefail
