@@ -33,6 +33,9 @@ ours  ``TextClassifier`` + our ``TextDataModule`` through ``lightning.Trainer`` 
       torchmetrics and ``self.log`` on every step; progress bar, model summary, checkpointing and
       validation off (HF's are off too, and none of them is the training step). ``--ours-monitor`` adds
       ``loggers.gradients.GradNormMonitor(every_n_steps=1)``, the gradient record at its most expensive.
+      ``--ours-compile [BACKEND]`` sets ``model.init_args.compile`` (``torch.compile`` of the network with
+      BACKEND, ``inductor`` by default; batches padded to ``compile_bucket`` tokens, so a few shapes compile
+      once each: give ``--warmup-steps`` enough untimed steps for them); the other two stay eager.
 
 What is timed: ``time.perf_counter()`` at the end of every optimizer step (bare: after ``zero_grad``; HF:
 ``TrainerCallback.on_step_end``; ours: ``on_train_batch_end``), on CUDA after ``torch.cuda.synchronize()``.
@@ -396,6 +399,8 @@ def run_ours(bench: Bench, steps: int) -> Run:
             learning_rate=args.learning_rate,
             weight_decay=args.weight_decay,
             warmup_ratio=args.warmup_ratio,
+            compile=args.ours_compile is not None,
+            compile_backend=args.ours_compile or "inductor",
         )
         module.model.load_state_dict(bench.template.state_dict())  # the same initial head as the others
         callbacks: list[Callback] = [StepClock()]
@@ -604,6 +609,7 @@ def print_table(numbers: dict[str, Any]) -> None:
     print(
         f"   {config['steps']} timed steps after {config['warmup_steps']} warm-up, {config['rounds']} rounds "
         f"(order rotating); accuracy after {config['epochs']} epoch(s); ours-monitor: {config['ours_monitor']}; "
+        f"ours-compile: {config.get('ours_compile')}; "
         f"group-by-length: {config.get('group_by_length')}; "
         + ", ".join(f"{k} {v}" for k, v in config["versions"].items())
     )
@@ -667,6 +673,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--num-workers", type=int, default=0, help="data loader workers, all three (default 0)")
     add("--log-every-n-steps", type=int, default=50, help="ours: Lightning's log_every_n_steps (default 50)")
     add("--ours-monitor", action="store_true", help="ours: also GradNormMonitor(every_n_steps=1)")
+    add(
+        "--ours-compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="ours: model.init_args.compile with this torch.compile backend (default inductor; aot_eager "
+        "compiles without generating code)",
+    )
     add(
         "--group-by-length",
         action=argparse.BooleanOptionalAction,
