@@ -54,8 +54,10 @@ from common.lightning_state import (
     flat_params,
     last_saved_step,
     request_graceful_stop,
+    restart_epoch_iterator,
     restore_train_loader_position,
     save_every_n_steps,
+    save_last_checkpoint,
     shift_checkpoint_logging_step,
     slurm_requeue_signal,
     validation_follows,
@@ -188,8 +190,11 @@ class LastCheckpoint(ModelCheckpoint):
             save_last=True,
             every_n_train_steps=every_n_train_steps,
             train_time_interval=train_time_interval,
+            enable_version_counter=False,  # one file, last.ckpt, overwritten: never last-v1.ckpt beside it
         )
         self._every_epoch = every_n_train_steps is None and train_time_interval is None
+        self._step_cadence = every_n_train_steps or 0
+        self._state_key = super().state_key  # from the arguments: the per-epoch cadence set later must not change it
         self._due_after_validation: tuple[Any, ...] | None = None
         self._signum: int | None = None
         self._previous_handlers: dict[int, Any] = {}
@@ -197,8 +202,13 @@ class LastCheckpoint(ModelCheckpoint):
         self._lock: IO | None = None
         self._validated_at: int | None = None
         self._saving_counted = False
+        self._due_next_batch = False
         self._started_at = 0
         self._epoch_ended_after_save: int | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self._state_key
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -218,11 +228,17 @@ class LastCheckpoint(ModelCheckpoint):
         self._signum = None
         self._started_at = trainer.global_step
         if self._every_epoch and math.isfinite(trainer.num_training_batches):  # the epoch's optimizer steps
-            save_every_n_steps(self, math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches))
+            self._step_cadence = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
+            save_every_n_steps(self, self._step_cadence)
         self._requeue_signal = slurm_requeue_signal(trainer)
         stops = [signal.SIGINT, signal.SIGTERM] + ([self._requeue_signal] if self._requeue_signal else [])
         if threading.current_thread() is threading.main_thread():
             self._previous_handlers = {s: signal.signal(s, self._on_stop_signal) for s in stops}
+
+    def _steps_due(self, trainer: Trainer) -> bool:
+        """Whether the step cadence asks for a save at this step (a time cadence is asked again at the next batch)."""
+        every = self._step_cadence
+        return bool(every) and trainer.global_step % every == 0 and last_saved_step(self) != trainer.global_step
 
     def _on_stop_signal(self, signum: int, frame: FrameType | None) -> None:
         """Only note the request: every rank agrees on it at the next batch end or validation end (``_agreed_stop``).
@@ -242,6 +258,14 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if validation_follows(trainer):
             self._due_after_validation = args
+        elif args[-1] + 1 >= trainer.num_training_batches and self._steps_due(trainer):
+            # Lightning restores a save at an epoch's last batch end (no validation after it) as "next epoch begun"
+            # but skips that epoch's start (on_train_epoch_start, its progress counts) and loads the spent position:
+            # the save waits for the next batch's end, where Lightning restores mid-epoch as it should
+            self._due_next_batch = True
+        elif self._due_next_batch:
+            self._due_next_batch = False
+            save_last_checkpoint(self, trainer)
         else:
             super().on_train_batch_end(trainer, pl_module, *args)
             if self._agreed_stop(trainer):
@@ -545,7 +569,8 @@ class ExactResume(Callback):
     - every rank's random streams (torch CPU and CUDA, NumPy, Python) in each checkpoint, put back when training
       resumes, so dropout after a resume draws what the uninterrupted run drew (HF Trainer saves them too);
     - the train loader's position, which Lightning skips when the LR schedule's length was asked before the
-      restore (``common.lightning_state.restore_train_loader_position``).
+      restore (``common.lightning_state.restore_train_loader_position``), or, resuming at a new epoch, that
+      epoch's iterator built again once the random streams are back (``restart_epoch_iterator``).
 
     Both happen in ``on_train_start``: after the restore, before the first batch.
     """
@@ -582,6 +607,7 @@ class ExactResume(Callback):
         keys, *rest = state["numpy"]
         np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), *rest))
         random.setstate(state["python"])
+        restart_epoch_iterator(trainer)  # a new epoch's shuffle drawn from the restored streams
 
 
 # ---------------------------------------------------------------------------------------------- predictions

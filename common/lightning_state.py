@@ -39,16 +39,29 @@ def count_logging_step(trainer: Any, step: int) -> None:
     trainer.fit_loop.epoch_loop._batches_that_stepped = step
 
 
+def _checkpoint_node(checkpoint: dict, path: tuple[str, ...]) -> dict:
+    node: Any = checkpoint
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            raise RuntimeError(f"this Lightning version's checkpoints have no {'/'.join(path)}")
+        node = node[key]
+    return node
+
+
 def shift_checkpoint_logging_step(checkpoint: dict, delta: int) -> None:
     """Add ``delta`` to the logging step a Lightning checkpoint dict restores."""
-    node: Any = checkpoint
-    for key in _CHECKPOINT_PATH[:-1]:
-        if not isinstance(node, dict) or key not in node:
-            raise RuntimeError(f"this Lightning version's checkpoints have no {'/'.join(_CHECKPOINT_PATH)}")
-        node = node[key]
-    if _ATTRIBUTE not in node:
-        raise RuntimeError(f"this Lightning version's checkpoints have no {'/'.join(_CHECKPOINT_PATH)}")
-    node[_ATTRIBUTE] += delta
+    _checkpoint_node(checkpoint, _CHECKPOINT_PATH[:-1])[_ATTRIBUTE] = (
+        _checkpoint_node(checkpoint, _CHECKPOINT_PATH) + delta
+    )
+
+
+def save_last_checkpoint(checkpoint_callback: Any, trainer: Any) -> None:
+    """Have a ``ModelCheckpoint`` write its ``last`` file now, keeping its own record of the save (its
+    ``_save_last_checkpoint``, what its cadence calls)."""
+    for name in ("_save_last_checkpoint", "_monitor_candidates"):
+        if not hasattr(checkpoint_callback, name):
+            raise RuntimeError(f"this Lightning version's ModelCheckpoint has no {name}")
+    checkpoint_callback._save_last_checkpoint(trainer, checkpoint_callback._monitor_candidates(trainer))
 
 
 def validation_follows(trainer: Any) -> bool:
@@ -88,6 +101,19 @@ def restore_train_loader_position(trainer: Any) -> None:
     fit_loop._load_combined_loader_states()
     if not fit_loop._combined_loader_states_to_load and fit_loop._data_fetcher is not None:  # loaded: iterate anew
         iter(fit_loop._data_fetcher)
+
+
+def restart_epoch_iterator(trainer: Any) -> None:
+    """After a restore that starts a new epoch (a save after an epoch's end), build the train iterator again, with the
+    epoch's sampler epoch: Lightning built it before the restore, so a plain shuffle drew its order from the random
+    streams of the new process instead of the restored ones (a resumed fit does not iterate anew at its first epoch).
+    Call it in ``on_train_start``, after the random streams are restored."""
+    fit_loop = trainer.fit_loop
+    if fit_loop.restarting or getattr(fit_loop, "_data_fetcher", None) is None or fit_loop._combined_loader is None:
+        return  # mid-epoch: Lightning (or restore_train_loader_position) continues the saved position
+    for loader in fit_loop._combined_loader.flattened:
+        _set_sampler_epoch(loader, fit_loop.epoch_progress.current.processed)
+    iter(fit_loop._data_fetcher)
 
 
 def last_saved_step(checkpoint_callback: Any) -> int:

@@ -120,13 +120,29 @@ def test_stopped_then_resumed_run_gives_the_uninterrupted_record(
         assert final["train/loss"][kept] == pytest.approx(before["train/loss"][kept])
 
 
+MID_EPOCH_VALIDATION = ("--trainer.val_check_interval", "4", "--trainer.check_val_every_n_epoch", "null")
+
+
+@pytest.mark.parametrize("validation", [(), MID_EPOCH_VALIDATION], ids=["validated-epoch-end", "unvalidated-epoch-end"])
 @pytest.mark.parametrize("budget", [(), ("--trainer.max_steps", str(MAX_STEPS))], ids=["max_epochs", "max_steps"])
 def test_the_default_cadence_saves_each_epoch_and_a_kill_resumes_from_it(
-    tmp_path: Path, tiny_bert: Path, sentiment_csv: Path, whole: Path, budget: tuple[str, ...]
+    tmp_path: Path,
+    tiny_bert: Path,
+    sentiment_csv: Path,
+    whole: Path,
+    budget: tuple[str, ...],
+    validation: tuple[str, ...],
 ) -> None:
-    """Without a cadence, ``last.ckpt`` is written at each epoch's last step (after its validation): a SIGKILL in the
-    next epoch loses only that epoch's steps, and the resumed record is the uninterrupted one."""
-    default = ("--last_checkpoint.every_n_train_steps", "null", *budget)
+    """Without a cadence, ``last.ckpt`` is written at each epoch's last step, after its validation; with no validation
+    there, at the next step (Lightning restores a save at an unvalidated last batch as the next epoch begun without
+    its start). A SIGKILL in the next epoch loses only its steps since, and the resumed record is the uninterrupted
+    one."""
+    default = ("--last_checkpoint.every_n_train_steps", "null", *budget, *validation)
+    if validation:  # the uninterrupted run with the same validation points
+        whole = tmp_path / "own"
+        whole.mkdir()
+        result = run_cli("fit", "--config", str(config(whole, tiny_bert, sentiment_csv, "whole")), *validation)
+        assert result.returncode == 0, result.stderr[-3000:]
     log = tmp_path / "stopped.log"
     paused = config(tmp_path, tiny_bert, sentiment_csv, "cut", ("train", STEPS_PER_EPOCH + 2))
     process = start_cli("fit", "--config", str(paused), *default, log=log)
@@ -134,24 +150,37 @@ def test_the_default_cadence_saves_each_epoch_and_a_kill_resumes_from_it(
     process.send_signal(signal.SIGKILL)
     assert process.wait(timeout=120) == -signal.SIGKILL
     run_dir = tmp_path / "cut" / "test" / "version_0"
-    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH
+    restored = STEPS_PER_EPOCH + (1 if validation else 0)
+    assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == restored
 
     resumed = run_cli(
         "fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), *default, "--ckpt_path", "last"
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     seen = batches(tmp_path / "cut.batches")
-    assert seen[:STEPS_PER_EPOCH] + seen[STEPS_PER_EPOCH + 2 :] == batches(whole / "whole.batches")
+    assert seen[:restored] + seen[STEPS_PER_EPOCH + 2 :] == batches(whole / "whole.batches")
     assert steps_of(run_dir) == steps_of(whole / "whole" / "test" / "version_0")
+    assert not list((run_dir / "checkpoints").glob("last-v*"))  # the resumed fit overwrote its own last.ckpt
+    final, expected = scalars(run_dir), scalars(whole / "whole" / "test" / "version_0")
+    for tag, points in expected.items():
+        if not tag.startswith("perf/"):
+            assert final[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
 
 
 @pytest.mark.parametrize(
-    ("short", "longer"),
+    ("short", "longer", "options"),
     [
-        (("--trainer.max_epochs", str(EPOCHS - 1)), ()),
-        (("--trainer.max_steps", str(STEPS_PER_EPOCH)), ("--trainer.max_steps", str(MAX_STEPS))),
+        (("--trainer.max_epochs", str(EPOCHS - 1)), (), ()),
+        (("--trainer.max_steps", str(STEPS_PER_EPOCH)), ("--trainer.max_steps", str(MAX_STEPS)), ()),
+        # no validation at the end: the save is fit's end, restored as a new epoch; the plain shuffle draws its
+        # order from the random streams
+        (
+            ("--trainer.max_epochs", str(EPOCHS - 1)),
+            (),
+            (*MID_EPOCH_VALIDATION, "--data.init_args.group_by_length", "false"),
+        ),
     ],
-    ids=["max_epochs", "max_steps"],
+    ids=["max_epochs", "max_steps", "max_epochs-unvalidated-end-plain-shuffle"],
 )
 def test_a_finished_run_extended_gives_the_longer_runs_steps_and_data_order(
     tmp_path: Path,
@@ -160,18 +189,26 @@ def test_a_finished_run_extended_gives_the_longer_runs_steps_and_data_order(
     whole: Path,
     short: tuple[str, ...],
     longer: tuple[str, ...],
+    options: tuple[str, ...],
 ) -> None:
-    """A run that ended (its last save at the epoch-end validation), extended with a larger ``max_epochs`` or
-    ``max_steps`` and ``--ckpt_path last``: the new steps follow on at the next step, in the order the longer run
-    would have trained."""
-    first = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), *short)
+    """A run that ended, extended with a larger ``max_epochs`` or ``max_steps`` and ``--ckpt_path last``: the new steps
+    follow on at the next step, in the order the longer run would have trained."""
+    if options:  # the uninterrupted run with the same options
+        whole = tmp_path / "own"
+        whole.mkdir()
+        result = run_cli("fit", "--config", str(config(whole, tiny_bert, sentiment_csv, "whole")), *options)
+        assert result.returncode == 0, result.stderr[-3000:]
+    first = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), *short, *options)
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = tmp_path / "cut" / "test" / "version_0"
     assert checkpoint_step(run_dir / "checkpoints" / "last.ckpt") == STEPS_PER_EPOCH
 
     extended = run_cli(
-        "fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), *longer, "--ckpt_path", "last"
-    )
+        "fit",
+        "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")),
+        *longer, *options,
+        "--ckpt_path", "last",
+    )  # fmt: skip
     assert extended.returncode == 0, extended.stderr[-3000:]
     assert batches(tmp_path / "cut.batches") == batches(whole / "whole.batches")
     # the longer run's record: each step, validation and epoch end once (the short run's test, at the step the
