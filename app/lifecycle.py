@@ -51,6 +51,7 @@ from torchmetrics import Metric
 from common.errors import TbxFinetuneError
 from common.lightning_state import (
     count_logging_step,
+    epoch_batches_done,
     flat_params,
     last_saved_step,
     request_graceful_stop,
@@ -58,8 +59,10 @@ from common.lightning_state import (
     restore_train_loader_position,
     save_every_n_steps,
     save_last_checkpoint,
+    saved_loader_position,
     shift_checkpoint_logging_step,
     slurm_requeue_signal,
+    start_next_epoch_in_checkpoint,
     validation_follows,
 )
 from loggers.tensorboardx import TensorBoardXLogger
@@ -310,6 +313,8 @@ class LastCheckpoint(ModelCheckpoint):
         # (a stop at a batch end, the end of fit) must then store it uncounted, or a resume logs one step late
         if self._saving_counted and self._validated_at == trainer.global_step:
             shift_checkpoint_logging_step(checkpoint, -1)
+        elif self._saving_counted and epoch_batches_done(checkpoint) >= trainer.num_training_batches:
+            start_next_epoch_in_checkpoint(checkpoint)  # after an epoch's unvalidated last batch
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._restore_signals()
@@ -577,6 +582,7 @@ class ExactResume(Callback):
 
     def __init__(self) -> None:
         self._restored: list[dict[str, Any]] | None = None
+        self._position_saved = False
 
     def state_dict(self) -> dict[str, Any]:
         _, keys, *numpy_rest = np.random.get_state()
@@ -595,6 +601,9 @@ class ExactResume(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._restored = state_dict.get("ranks")
 
+    def on_load_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self._position_saved = saved_loader_position(checkpoint)
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         restore_train_loader_position(trainer)
         states, self._restored = self._restored, None
@@ -607,7 +616,8 @@ class ExactResume(Callback):
         keys, *rest = state["numpy"]
         np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), *rest))
         random.setstate(state["python"])
-        restart_epoch_iterator(trainer)  # a new epoch's shuffle drawn from the restored streams
+        if not (self._position_saved and trainer.fit_loop.restarting):  # a new epoch: its shuffle from these streams
+            restart_epoch_iterator(trainer)
 
 
 # ---------------------------------------------------------------------------------------------- predictions

@@ -109,11 +109,34 @@ def restart_epoch_iterator(trainer: Any) -> None:
     streams of the new process instead of the restored ones (a resumed fit does not iterate anew at its first epoch).
     Call it in ``on_train_start``, after the random streams are restored."""
     fit_loop = trainer.fit_loop
-    if fit_loop.restarting or getattr(fit_loop, "_data_fetcher", None) is None or fit_loop._combined_loader is None:
-        return  # mid-epoch: Lightning (or restore_train_loader_position) continues the saved position
+    if getattr(fit_loop, "_data_fetcher", None) is None or fit_loop._combined_loader is None:
+        raise RuntimeError("this Lightning version's fit loop has no _data_fetcher/_combined_loader")
     for loader in fit_loop._combined_loader.flattened:
         _set_sampler_epoch(loader, fit_loop.epoch_progress.current.processed)
     iter(fit_loop._data_fetcher)
+
+
+def epoch_batches_done(checkpoint: dict) -> int:
+    """How many batches of the current epoch a Lightning checkpoint dict counts as completed."""
+    return int(_checkpoint_node(checkpoint, ("loops", "fit_loop", "epoch_loop.batch_progress", "current", "completed")))
+
+
+def saved_loader_position(checkpoint: dict) -> bool:
+    """Whether a Lightning checkpoint dict holds the train loader's position (``restore_train_loader_position``)."""
+    return "combined_loader" in _checkpoint_node(checkpoint, ("loops", "fit_loop", "state_dict"))
+
+
+def start_next_epoch_in_checkpoint(checkpoint: dict) -> None:
+    """Store a checkpoint taken after an epoch's last batch (fit's end, a stop) as the next epoch about to begin: no
+    loader position (that epoch's is spent) and no batch of it counted, what Lightning's reset does at an epoch's
+    start. Restored otherwise, Lightning takes the spent epoch as still running (``max_steps`` runs: #19617) and
+    trains on the rest of its order, or nothing."""
+    fit_loop = _checkpoint_node(checkpoint, ("loops", "fit_loop"))
+    _checkpoint_node(fit_loop, ("state_dict",)).pop("combined_loader", None)
+    progress = _checkpoint_node(fit_loop, ("epoch_loop.batch_progress",))
+    for key in ("ready", "started", "processed", "completed"):
+        _checkpoint_node(progress, ("current",))[key] = 0
+    progress["is_last_batch"] = False
 
 
 def last_saved_step(checkpoint_callback: Any) -> int:

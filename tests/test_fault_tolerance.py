@@ -179,8 +179,18 @@ def test_the_default_cadence_saves_each_epoch_and_a_kill_resumes_from_it(
             (),
             (*MID_EPOCH_VALIDATION, "--data.init_args.group_by_length", "false"),
         ),
+        (
+            ("--trainer.max_steps", str(STEPS_PER_EPOCH)),
+            ("--trainer.max_steps", str(MAX_STEPS)),
+            (*MID_EPOCH_VALIDATION, "--data.init_args.group_by_length", "false"),
+        ),
     ],
-    ids=["max_epochs", "max_steps", "max_epochs-unvalidated-end-plain-shuffle"],
+    ids=[
+        "max_epochs",
+        "max_steps",
+        "max_epochs-unvalidated-end-plain-shuffle",
+        "max_steps-unvalidated-end-plain-shuffle",
+    ],
 )
 def test_a_finished_run_extended_gives_the_longer_runs_steps_and_data_order(
     tmp_path: Path,
