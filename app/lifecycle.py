@@ -239,7 +239,7 @@ class LastCheckpoint(ModelCheckpoint):
             self._previous_handlers = {s: signal.signal(s, self._on_stop_signal) for s in stops}
 
     def _steps_due(self, trainer: Trainer) -> bool:
-        """Whether the step cadence asks for a save at this step (a time cadence is asked again at the next batch)."""
+        """Whether the step cadence asks for a save at this step (a time cadence asks again at the next batch)."""
         every = self._step_cadence
         return bool(every) and trainer.global_step % every == 0 and last_saved_step(self) != trainer.global_step
 
@@ -261,18 +261,19 @@ class LastCheckpoint(ModelCheckpoint):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         if validation_follows(trainer):
             self._due_after_validation = args
-        elif args[-1] + 1 >= trainer.num_training_batches and self._steps_due(trainer):
+            return
+        if args[-1] + 1 >= trainer.num_training_batches:
             # Lightning restores a save at an epoch's last batch end (no validation after it) as "next epoch begun"
             # but skips that epoch's start (on_train_epoch_start, its progress counts) and loads the spent position:
-            # the save waits for the next batch's end, where Lightning restores mid-epoch as it should
-            self._due_next_batch = True
+            # a save due here waits for the next batch's end, where Lightning restores mid-epoch as it should
+            self._due_next_batch = self._due_next_batch or self._steps_due(trainer)
         elif self._due_next_batch:
             self._due_next_batch = False
             save_last_checkpoint(self, trainer)
         else:
             super().on_train_batch_end(trainer, pl_module, *args)
-            if self._agreed_stop(trainer):
-                request_graceful_stop(trainer)  # Lightning's loop stops after this batch, on every rank
+        if self._agreed_stop(trainer):
+            request_graceful_stop(trainer)  # Lightning's loop stops after this batch, on every rank
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
