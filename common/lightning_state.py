@@ -6,6 +6,11 @@ step to line up with ``val/*`` scalars, and a checkpoint saved on an interrupt m
 restored loop expects it. No public name exists (Lightning 2.6). If an upgrade moves it, these functions raise
 instead of returning a wrong step, and ``tests/test_architecture.py`` fails on the upgrade.
 
+Resuming at an epoch's boundary needs Lightning's checkpoint layout (``loops/fit_loop/...``: the progress counts and
+the train loader's position) and its fit loop's iterator: Lightning 2.6 restores some saves there as a state it then
+mishandles (#19617), so ``app.lifecycle.LastCheckpoint`` stores them in a form it restores well. Every helper checks the
+layout it reads and raises on a mismatch.
+
 Flattening hyperparameters reuses Lightning's own (private) helpers, so our HPARAMS keys match its loggers'.
 Tracing a LightningModule for TensorBoard's graph needs Lightning's own ``_jit_is_scripting`` context (it
 silences the module's trainer-bound properties while torch.jit inspects it), as Lightning's TensorBoardLogger does.
