@@ -101,8 +101,7 @@ def restore_train_loader_position(trainer: Any) -> None:
         return
     # the resumed epoch's shuffle: Lightning sets a DistributedSampler's epoch at the epoch's start, after this
     # iterator exists, so without this a resumed epoch >= 1 replays epoch 0's order from the saved position
-    for loader in fit_loop._combined_loader.flattened if fit_loop._combined_loader is not None else ():
-        _set_sampler_epoch(loader, fit_loop.epoch_progress.current.processed)  # what Lightning calls at epoch start
+    _set_samplers_epoch(fit_loop)
     fit_loop._load_combined_loader_states()
     if not fit_loop._combined_loader_states_to_load and fit_loop._data_fetcher is not None:  # loaded: iterate anew
         iter(fit_loop._data_fetcher)
@@ -116,9 +115,14 @@ def restart_epoch_iterator(trainer: Any) -> None:
     fit_loop = trainer.fit_loop
     if getattr(fit_loop, "_data_fetcher", None) is None or fit_loop._combined_loader is None:
         raise RuntimeError("this Lightning version's fit loop has no _data_fetcher/_combined_loader")
-    for loader in fit_loop._combined_loader.flattened:
-        _set_sampler_epoch(loader, fit_loop.epoch_progress.current.processed)
+    _set_samplers_epoch(fit_loop)
     iter(fit_loop._data_fetcher)
+
+
+def _set_samplers_epoch(fit_loop: Any) -> None:
+    """Give the train loaders' samplers the loop's epoch, what Lightning calls at an epoch's start."""
+    for loader in fit_loop._combined_loader.flattened if fit_loop._combined_loader is not None else ():
+        _set_sampler_epoch(loader, fit_loop.epoch_progress.current.processed)
 
 
 def epoch_batches_done(checkpoint: dict) -> int:
@@ -139,8 +143,7 @@ def start_next_epoch_in_checkpoint(checkpoint: dict) -> None:
     fit_loop = _checkpoint_node(checkpoint, ("loops", "fit_loop"))
     _checkpoint_node(fit_loop, ("state_dict",)).pop("combined_loader", None)
     progress = _checkpoint_node(fit_loop, ("epoch_loop.batch_progress",))
-    for key in ("ready", "started", "processed", "completed"):
-        _checkpoint_node(progress, ("current",))[key] = 0
+    progress["current"] = dict.fromkeys(_checkpoint_node(progress, ("current",)), 0)
     progress["is_last_batch"] = False
 
 

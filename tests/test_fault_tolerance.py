@@ -47,13 +47,27 @@ def batches(path: Path) -> list[str]:
     return path.read_text().splitlines()
 
 
+def uninterrupted(tmp_path: Path, model: Path, data: Path, *options: str) -> Path:
+    """Run the uninterrupted fit a case compares with (``whole/`` and ``whole.batches`` under ``tmp_path``)."""
+    tmp_path.mkdir(exist_ok=True)
+    result = run_cli("fit", "--config", str(config(tmp_path, model, data, "whole")), *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return tmp_path
+
+
+def assert_same_values(run_dir: Path, whole: Path) -> None:
+    """Every scalar of the uninterrupted run, value for value (same seed, same data order, random streams restored);
+    ``perf/*`` is a measured time: its steps match, not its values."""
+    final, expected = scalars(run_dir), scalars(whole / "whole" / "test" / "version_0")
+    for tag, points in expected.items():
+        if not tag.startswith("perf/"):
+            assert final[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
+
+
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory: pytest.TempPathFactory, tiny_bert: Path, sentiment_csv: Path) -> Path:
     """The uninterrupted run every case compares with."""
-    tmp_path = tmp_path_factory.mktemp("whole")
-    result = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "whole")))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return tmp_path
+    return uninterrupted(tmp_path_factory.mktemp("whole"), tiny_bert, sentiment_csv)
 
 
 @pytest.mark.parametrize(
@@ -112,10 +126,8 @@ def test_stopped_then_resumed_run_gives_the_uninterrupted_record(
     whole_dir = whole / "whole" / "test" / "version_0"
     assert steps_of(run_dir) == steps_of(whole_dir)
     assert steps_of(run_dir)["train/loss"] == list(range(MAX_STEPS))
-    final, expected = scalars(run_dir), scalars(whole_dir)
-    for tag, points in expected.items():  # same seed, same data order, the random streams restored
-        if not tag.startswith("perf/"):  # (throughput is a measured time: its steps match, not its values)
-            assert final[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
+    assert_same_values(run_dir, whole)
+    final = scalars(run_dir)
     for kept in range(restored):  # kept from before the stop, identical
         assert final["train/loss"][kept] == pytest.approx(before["train/loss"][kept])
 
@@ -139,10 +151,7 @@ def test_the_default_cadence_saves_each_epoch_and_a_kill_resumes_from_it(
     one."""
     default = ("--last_checkpoint.every_n_train_steps", "null", *budget, *validation)
     if validation:  # the uninterrupted run with the same validation points
-        whole = tmp_path / "own"
-        whole.mkdir()
-        result = run_cli("fit", "--config", str(config(whole, tiny_bert, sentiment_csv, "whole")), *validation)
-        assert result.returncode == 0, result.stderr[-3000:]
+        whole = uninterrupted(tmp_path / "own", tiny_bert, sentiment_csv, *validation)
     log = tmp_path / "stopped.log"
     paused = config(tmp_path, tiny_bert, sentiment_csv, "cut", ("train", STEPS_PER_EPOCH + 2))
     process = start_cli("fit", "--config", str(paused), *default, log=log)
@@ -161,10 +170,7 @@ def test_the_default_cadence_saves_each_epoch_and_a_kill_resumes_from_it(
     assert seen[:restored] + seen[STEPS_PER_EPOCH + 2 :] == batches(whole / "whole.batches")
     assert steps_of(run_dir) == steps_of(whole / "whole" / "test" / "version_0")
     assert not list((run_dir / "checkpoints").glob("last-v*"))  # the resumed fit overwrote its own last.ckpt
-    final, expected = scalars(run_dir), scalars(whole / "whole" / "test" / "version_0")
-    for tag, points in expected.items():
-        if not tag.startswith("perf/"):
-            assert final[tag] == pytest.approx(points, rel=1e-4, abs=1e-6), tag
+    assert_same_values(run_dir, whole)
 
 
 @pytest.mark.parametrize(
@@ -204,10 +210,7 @@ def test_a_finished_run_extended_gives_the_longer_runs_steps_and_data_order(
     """A run that ended, extended with a larger ``max_epochs`` or ``max_steps`` and ``--ckpt_path last``: the new steps
     follow on at the next step, in the order the longer run would have trained."""
     if options:  # the uninterrupted run with the same options
-        whole = tmp_path / "own"
-        whole.mkdir()
-        result = run_cli("fit", "--config", str(config(whole, tiny_bert, sentiment_csv, "whole")), *options)
-        assert result.returncode == 0, result.stderr[-3000:]
+        whole = uninterrupted(tmp_path / "own", tiny_bert, sentiment_csv, *options)
     first = run_cli("fit", "--config", str(config(tmp_path, tiny_bert, sentiment_csv, "cut")), *short, *options)
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = tmp_path / "cut" / "test" / "version_0"
