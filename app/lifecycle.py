@@ -129,19 +129,20 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
     metric_states = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, Metric))
     expected = _weight_shapes(model.state_dict(), metric_states)
     found = _weight_shapes(checkpoint["state_dict"], metric_states)
-    missing = sorted(expected.keys() - found.keys())
-    unexpected = sorted(found.keys() - expected.keys())
     reshaped = [
-        f"{n}: checkpoint {found[n]} vs model {expected[n]}"
-        for n in expected
-        if found.get(n, expected[n]) != expected[n]
+        f"{n}: checkpoint {found[n]} vs model {shape}" for n, shape in expected.items() if found.get(n, shape) != shape
     ]
-    if not (missing or unexpected or reshaped):
+    problems = [
+        f"{len(items)} weight(s) {label} (e.g. {items[0]})"
+        for label, items in (
+            ("missing", sorted(expected.keys() - found.keys())),
+            ("unexpected", sorted(found.keys() - expected.keys())),
+            ("with another shape", reshaped),
+        )
+        if items
+    ]
+    if not problems:
         return
-    problems = []
-    for label, items in (("missing", missing), ("unexpected", unexpected), ("with another shape", reshaped)):
-        if items:
-            problems.append(f"{len(items)} weight(s) {label} (e.g. {items[0]})")
     raise TbxFinetuneError(
         f"ckpt_path={ckpt_path!r} was saved from a different model than the config builds: {'; '.join(problems)}. "
         "Use a checkpoint of this model (model.init_args.model_name_or_path and the data's labels must match)"
@@ -644,9 +645,7 @@ class PredictionWriter(BasePredictionWriter):
         pl_module: LightningModule,
         prediction: dict[str, torch.Tensor],
         batch_indices: list[int] | None,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int,
+        *_: Any,
     ) -> None:
         label_ids = prediction["label_ids"].tolist()
         probabilities = prediction["probabilities"].float().tolist()

@@ -27,15 +27,16 @@ _ATTRIBUTE = "_batches_that_stepped"
 _CHECKPOINT_PATH = ("loops", "fit_loop", "epoch_loop.state_dict", _ATTRIBUTE)
 
 
+def _private(owner: Any, name: str, where: str) -> Any:
+    """``owner.<name>``, a private attribute of Lightning's ``where``; raises when this Lightning version has none."""
+    if not hasattr(owner, name):
+        raise RuntimeError(f"this Lightning version's {where} has no {name}: common/lightning_state.py must learn it")
+    return getattr(owner, name)
+
+
 def logging_step(trainer: Any) -> int:
     """The step Lightning's logger connector gives the metrics logged now (``self.log`` → logger)."""
-    epoch_loop = trainer.fit_loop.epoch_loop
-    if not hasattr(epoch_loop, _ATTRIBUTE):
-        raise RuntimeError(
-            f"this Lightning version has no fit_loop.epoch_loop.{_ATTRIBUTE}: common/lightning_state.py must learn "
-            "where Lightning now keeps the step it logs metrics at"
-        )
-    return int(getattr(epoch_loop, _ATTRIBUTE))
+    return int(_private(trainer.fit_loop.epoch_loop, _ATTRIBUTE, "fit_loop.epoch_loop"))
 
 
 def count_logging_step(trainer: Any, step: int) -> None:
@@ -63,24 +64,15 @@ def shift_checkpoint_logging_step(checkpoint: dict, delta: int) -> None:
 def save_last_checkpoint(checkpoint_callback: Any, trainer: Any) -> None:
     """Have a ``ModelCheckpoint`` write its ``last`` file now, keeping its own record of the save (its
     ``_save_last_checkpoint``, what its cadence calls)."""
-    for name in ("_save_last_checkpoint", "_monitor_candidates"):
-        if not hasattr(checkpoint_callback, name):
-            raise RuntimeError(f"this Lightning version's ModelCheckpoint has no {name}")
-    checkpoint_callback._save_last_checkpoint(trainer, checkpoint_callback._monitor_candidates(trainer))
+    candidates = _private(checkpoint_callback, "_monitor_candidates", "ModelCheckpoint")(trainer)
+    _private(checkpoint_callback, "_save_last_checkpoint", "ModelCheckpoint")(trainer, candidates)
 
 
 def validation_follows(trainer: Any) -> bool:
     """Whether the fit loop validates right after the training batch that is ending (asked in
     ``on_train_batch_end``): Lightning's own decision, ``_should_check_val_fx``."""
-    epoch_loop = trainer.fit_loop.epoch_loop
-    decide = getattr(epoch_loop, "_should_check_val_fx", None)
-    fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
-    if decide is None or fetcher is None:
-        raise RuntimeError(
-            "this Lightning version's fit loop has no _should_check_val_fx/_data_fetcher: common/lightning_state.py "
-            "must learn how Lightning now decides to validate after a batch"
-        )
-    return bool(decide(fetcher))
+    decide = _private(trainer.fit_loop.epoch_loop, "_should_check_val_fx", "fit_loop.epoch_loop")
+    return bool(decide(_private(trainer.fit_loop, "_data_fetcher", "fit_loop")))
 
 
 def restore_train_loader_position(trainer: Any) -> None:
@@ -92,12 +84,8 @@ def restore_train_loader_position(trainer: Any) -> None:
     Call it in ``on_train_start``: after the restore, before the first batch is fetched.
     """
     fit_loop = trainer.fit_loop
-    if not all(hasattr(fit_loop, a) for a in ("_combined_loader_states_to_load", "_load_combined_loader_states")):
-        raise RuntimeError(
-            "this Lightning version's fit loop keeps no _combined_loader_states_to_load: common/lightning_state.py "
-            "must learn how it now restores the train loader's position (see if #20550 is fixed)"
-        )
-    if not fit_loop._combined_loader_states_to_load:
+    _private(fit_loop, "_load_combined_loader_states", "fit_loop (see if #20550 is fixed)")
+    if not _private(fit_loop, "_combined_loader_states_to_load", "fit_loop (see if #20550 is fixed)"):
         return
     # the resumed epoch's shuffle: Lightning sets a DistributedSampler's epoch at the epoch's start, after this
     # iterator exists, so without this a resumed epoch >= 1 replays epoch 0's order from the saved position
@@ -113,15 +101,14 @@ def restart_epoch_iterator(trainer: Any) -> None:
     streams of the new process instead of the restored ones (a resumed fit does not iterate anew at its first epoch).
     Call it in ``on_train_start``, after the random streams are restored."""
     fit_loop = trainer.fit_loop
-    if getattr(fit_loop, "_data_fetcher", None) is None or fit_loop._combined_loader is None:
-        raise RuntimeError("this Lightning version's fit loop has no _data_fetcher/_combined_loader")
     _set_samplers_epoch(fit_loop)
-    iter(fit_loop._data_fetcher)
+    iter(_private(fit_loop, "_data_fetcher", "fit_loop"))
 
 
 def _set_samplers_epoch(fit_loop: Any) -> None:
     """Give the train loaders' samplers the loop's epoch, what Lightning calls at an epoch's start."""
-    for loader in fit_loop._combined_loader.flattened if fit_loop._combined_loader is not None else ():
+    combined = _private(fit_loop, "_combined_loader", "fit_loop")
+    for loader in combined.flattened if combined is not None else ():
         _set_sampler_epoch(loader, fit_loop.epoch_progress.current.processed)
 
 
@@ -149,15 +136,12 @@ def start_next_epoch_in_checkpoint(checkpoint: dict) -> None:
 
 def last_saved_step(checkpoint_callback: Any) -> int:
     """The global step a ``ModelCheckpoint`` last saved at (its ``_last_global_step_saved``; 0 before any)."""
-    if not hasattr(checkpoint_callback, "_last_global_step_saved"):
-        raise RuntimeError("this Lightning version's ModelCheckpoint has no _last_global_step_saved")
-    return int(checkpoint_callback._last_global_step_saved)
+    return int(_private(checkpoint_callback, "_last_global_step_saved", "ModelCheckpoint"))
 
 
 def save_every_n_steps(checkpoint_callback: Any, steps: int) -> None:
     """Set a ``ModelCheckpoint``'s ``every_n_train_steps`` after it was built (its ``_every_n_train_steps``)."""
-    if not hasattr(checkpoint_callback, "_every_n_train_steps"):
-        raise RuntimeError("this Lightning version's ModelCheckpoint has no _every_n_train_steps")
+    _private(checkpoint_callback, "_every_n_train_steps", "ModelCheckpoint")
     checkpoint_callback._every_n_train_steps = steps
 
 
@@ -172,9 +156,8 @@ def request_graceful_stop(trainer: Any) -> None:
     """Set Lightning's own stop flag (what its SIGTERM handler sets): the loop then ends after the current batch
     (``SIGTERMException``). Its handler also broadcasts inside the signal handler, which deadlocks under DDP when
     another rank is in a collective; callers set the flag only once every rank agreed, at the same batch."""
-    connector = getattr(trainer, "_signal_connector", None)
-    if connector is None or not hasattr(connector, "received_sigterm"):
-        raise RuntimeError("this Lightning version's Trainer has no _signal_connector.received_sigterm")
+    connector = _private(trainer, "_signal_connector", "Trainer")
+    _private(connector, "received_sigterm", "Trainer._signal_connector")
     connector.received_sigterm = True
 
 
@@ -183,10 +166,7 @@ def slurm_requeue_signal(trainer: Any) -> int | None:
     registers its own handler for it then), else ``None``."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    connector = getattr(trainer, "_accelerator_connector", None)
-    if connector is None or not hasattr(connector, "cluster_environment"):
-        raise RuntimeError("this Lightning version's Trainer has no _accelerator_connector.cluster_environment")
-    environment = connector.cluster_environment
+    environment = _private(trainer, "_accelerator_connector", "Trainer").cluster_environment
     if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
         return environment.requeue_signal
     return None
