@@ -22,7 +22,7 @@ from common.assets import image_processor_config, load_pretrained
 from common.errors import TbxFinetuneError
 from datamodules.base import ClassificationDataModule
 from datamodules.image_sources import ImageSource, check_images, load_image_source
-from datamodules.splits import LABEL_COLUMN, prepare_splits
+from datamodules.splits import LABEL_COLUMN
 
 
 class DecodeImages:
@@ -100,40 +100,25 @@ class ImageDataModule(ClassificationDataModule):
         if num_channels not in (None, 1, 3):
             raise TbxFinetuneError(f"data.num_channels={num_channels}: use 1 (grey) or 3 (RGB)")
         self._source: ImageSource | None = None
-        self._splits: dict[str, datasets.Dataset] | None = None
-        self._label_names: list[str] | None = None
         self._model_files: tuple[dict, Any] | None = None
 
     # ------------------------------------------------------------------------- raw data and labels
-    def _prepare(self) -> None:
-        if self._splits is not None:
-            return
+    def _load(self) -> tuple[datasets.DatasetDict, str, list[str]]:
         hp = self.hparams
-        if hp.predict_split not in ("train", "val", "test"):
-            raise TbxFinetuneError(f"data.predict_split={hp.predict_split!r}: use train, val or test")
-        source = load_image_source(
+        self._source = load_image_source(
             hp.dataset, hp.data_dir, hp.data_files, hp.dataset_config, hp.image_column, hp.label_column, hp.class_names
         )
-        splits, names = prepare_splits(
-            source.splits,
-            source.label_column,
-            [source.image_column],
-            hp.labels,
-            hp.val_fraction,
-            hp.test_fraction,
-            hp.max_samples,
-            hp.seed,
-        )
-        if source.local_files:
+        return self._source.splits, self._source.label_column, [self._source.image_column]
+
+    def _check(self, splits: dict[str, datasets.Dataset]) -> None:
+        if self._source.local_files:
             for name, split in splits.items():
-                check_images(split, source.image_column, name)
-        self._source, self._splits, self._label_names = source, splits, names
+                check_images(split, self._source.image_column, name)
 
     @property
     def predict_inputs(self) -> list[str]:
         """What the prediction writer prints per row: the image file when there is one, else its row number."""
-        self._prepare()
-        split = self._splits[self.hparams.predict_split]
+        split = self._split("predict")
         if self._source.shape is not None:
             return [f"{self.hparams.predict_split}[{i}]" for i in range(len(split))]
         raw = split.cast_column(self._source.image_column, datasets.Image(decode=False))[self._source.image_column]
@@ -184,6 +169,6 @@ class ImageDataModule(ClassificationDataModule):
 
     def _dataset(self, name: str) -> Dataset:
         """The split, decoded to uint8 tensors on access (in the loader's workers)."""
-        split = self._splits[self.hparams.predict_split if name == "predict" else name]
+        split = self._split(name)
         decode = DecodeImages(self._source.image_column, self._source.shape, self.image_size, self.num_channels)
         return split.with_transform(decode, columns=[self._source.image_column, LABEL_COLUMN])
