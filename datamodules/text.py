@@ -6,6 +6,8 @@ the Trainer exists), so a wrong column or label fails in seconds, not after the 
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import datasets
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
 from torch.utils.data import Dataset, Sampler
@@ -79,7 +81,6 @@ class TextDataModule(ClassificationDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self._tokenizer: PreTrainedTokenizerBase | None = None
         self.tokenized: dict[str, datasets.Dataset] = {}
 
     # ------------------------------------------------------------------------- raw data and labels
@@ -103,18 +104,16 @@ class TextDataModule(ClassificationDataModule):
         return self._split("predict")[self.hparams.text_column]
 
     # ------------------------------------------------------------------------------- tokenisation
-    @property
+    @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            if not self.hparams.tokenizer:
-                raise TbxFinetuneError("data.tokenizer is not set (the CLI links it to model.model_name_or_path)")
-            self._tokenizer = load_pretrained(
-                AutoTokenizer.from_pretrained,
-                self.hparams.tokenizer,
-                key="data.tokenizer",
-                trust_remote_code=self.hparams.trust_remote_code,
-            )
-        return self._tokenizer
+        if not self.hparams.tokenizer:
+            raise TbxFinetuneError("data.tokenizer is not set (the CLI links it to model.model_name_or_path)")
+        return load_pretrained(
+            AutoTokenizer.from_pretrained,
+            self.hparams.tokenizer,
+            key="data.tokenizer",
+            trust_remote_code=self.hparams.trust_remote_code,
+        )
 
     def _tokenize(self, split: datasets.Dataset) -> datasets.Dataset:
         """Batched, cached by ``datasets`` (fingerprinted on data, tokenizer and max_length)."""

@@ -9,6 +9,7 @@ links ``num_channels`` on to the model, as it does ``num_labels``.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import datasets
@@ -100,7 +101,6 @@ class ImageDataModule(ClassificationDataModule):
         if num_channels not in (None, 1, 3):
             raise TbxFinetuneError(f"data.num_channels={num_channels}: use 1 (grey) or 3 (RGB)")
         self._source: ImageSource | None = None
-        self._model_files: tuple[dict, Any] | None = None
 
     # ------------------------------------------------------------------------- raw data and labels
     def _load(self) -> tuple[datasets.DatasetDict, str, list[str]]:
@@ -125,22 +125,21 @@ class ImageDataModule(ClassificationDataModule):
         return [item.get("path") or f"{self.hparams.predict_split}[{i}]" for i, item in enumerate(raw)]
 
     # ------------------------------------------------------------------------------- image geometry
+    @cached_property
     def _model_preprocessing(self) -> tuple[dict, Any]:
         """The model's ``preprocessor_config.json`` (may be absent) and ``config.json``, read once."""
-        if self._model_files is None:
-            from transformers import AutoConfig
+        from transformers import AutoConfig
 
-            name, key = self.hparams.image_processor, "data.image_processor"
-            config = load_pretrained(AutoConfig.from_pretrained, name, key=key)
-            self._model_files = (image_processor_config(name, key), config)
-        return self._model_files
+        name, key = self.hparams.image_processor, "data.image_processor"
+        config = load_pretrained(AutoConfig.from_pretrained, name, key=key)
+        return image_processor_config(name, key), config
 
     @property
     def image_size(self) -> int:
         if self.hparams.image_size:
             return self.hparams.image_size
         if self.hparams.image_processor:
-            size = self._model_preprocessing()[0].get("size") or {}
+            size = self._model_preprocessing[0].get("size") or {}
             side = (size.get("shortest_edge") or size.get("height")) if isinstance(size, dict) else size
             if side:
                 return int(side)
@@ -156,7 +155,7 @@ class ImageDataModule(ClassificationDataModule):
         if self.hparams.num_channels:
             return self.hparams.num_channels
         if self.hparams.image_processor:
-            return int(getattr(self._model_preprocessing()[1], "num_channels", 3))
+            return int(getattr(self._model_preprocessing[1], "num_channels", 3))
         self._prepare()
         return self._source.shape[2] if self._source.shape is not None else 3
 

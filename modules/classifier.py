@@ -43,9 +43,8 @@ def decay_groups(
     decay, no_decay = [], []
     for sub in module.modules():
         for param_name, param in sub.named_parameters(recurse=False):
-            if param in exclude:
-                continue
-            (no_decay if param_name == "bias" or isinstance(sub, _NO_DECAY) else decay).append(param)
+            if param not in exclude:
+                (no_decay if param_name == "bias" or isinstance(sub, _NO_DECAY) else decay).append(param)
     prefix = f"{name}_" if name else ""
     return [
         {"params": params, "name": f"{prefix}{kind}", "weight_decay": wd, "lr_scale": lr_scale}

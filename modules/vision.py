@@ -144,9 +144,8 @@ class ImageClassifier(ClassificationModule):
         ]
 
     def configure_callbacks(self) -> list[Callback]:
-        if self.hparams.freeze_backbone_epochs <= 0:
-            return []
-        return [StagedUnfreeze(self.hparams.freeze_backbone_epochs)]
+        epochs = self.hparams.freeze_backbone_epochs
+        return [StagedUnfreeze(epochs)] if epochs > 0 else []
 
     def export_pretrained(self, folder: str, datamodule: object) -> None:
         """Write a Hugging Face model folder: weights + config (with label names) + preprocessor config.
