@@ -105,13 +105,12 @@ class ClassificationDataModule(LightningDataModule):
         return len(self.label_names)
 
     def label_counts(self) -> dict[str, list[int]]:
-        """Examples per class (in ``label_names`` order) of each of train, val and test: what a reader of the run
-        needs to judge its accuracy (the majority-class baseline) and to compare runs."""
+        """Examples per class (in ``label_names`` order) of each of train, val and test (the prepared splits): what a
+        reader of the run needs to judge its accuracy (the majority-class baseline) and to compare runs."""
         self._prepare()
         return {
             name: np.bincount(np.asarray(split[LABEL_COLUMN]), minlength=len(self._label_names)).tolist()
             for name, split in self._splits.items()
-            if name in ("train", "val", "test")
         }
 
     def _loader(self, name: str, train: bool = False) -> StatefulDataLoader:

@@ -259,13 +259,8 @@ class ClassificationModule(LightningModule):
 def wants_fused_adamw(optimizer: torch.optim.Optimizer, device: torch.device) -> bool:
     """Whether ``optimizer`` should become fused: a plain ``AdamW`` whose ``fused`` and ``foreach`` were left to torch
     (``None``), on a CUDA device, where the fused kernel is the fastest implementation torch has."""
-    defaults = optimizer.defaults
-    return (
-        type(optimizer) is torch.optim.AdamW
-        and torch.device(device).type == "cuda"
-        and defaults.get("fused") is None
-        and defaults.get("foreach") is None
-    )
+    left_to_torch = optimizer.defaults.get("fused") is None and optimizer.defaults.get("foreach") is None
+    return type(optimizer) is torch.optim.AdamW and torch.device(device).type == "cuda" and left_to_torch
 
 
 def rebuilt_fused(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
