@@ -225,8 +225,7 @@ class ClassificationModule(LightningModule):
         return self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        probs = self(batch).softmax(dim=-1)
-        confidence, label_ids = probs.max(dim=-1)
+        confidence, label_ids = self(batch).softmax(dim=-1).max(dim=-1)
         return {"label_ids": label_ids, "probabilities": confidence}
 
     def parameter_groups(self) -> list[dict[str, Any]]:
