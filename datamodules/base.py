@@ -1,8 +1,8 @@
 """What every classification datamodule shares: label names for the model, and the four loaders.
 
-Subclasses load and validate their splits in ``_prepare`` (setting ``_splits`` and ``_label_names``) and say
-how a split becomes a dataset a loader can batch (``_dataset``) and, if needed, how to collate it
-(``_collate``). Batch sizes, shuffling and workers are then the same for text and images.
+Subclasses say where their raw splits come from (``_load``), what else a prepared split must satisfy (``_check``),
+how a split becomes a dataset a loader can batch (``_dataset``) and, if needed, how to collate it (``_collate``).
+Validation (``prepare_splits``), batch sizes, shuffling and workers are then the same for text and images.
 """
 
 from __future__ import annotations
@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import datasets
 import numpy as np
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from datamodules.splits import LABEL_COLUMN
+from common.errors import TbxFinetuneError
+from datamodules.splits import LABEL_COLUMN, prepare_splits
 
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 """The loaders each Lightning stage needs (``predict`` reads the split named by ``predict_split``)."""
@@ -32,11 +34,35 @@ class ClassificationDataModule(LightningDataModule):
     """Base of ``TextDataModule`` and ``ImageDataModule``; its ``hparams`` need ``batch_size``,
     ``eval_batch_size``, ``num_workers`` and ``predict_split``."""
 
-    _label_names: list[str]
-    _splits: dict[str, Any]
+    _label_names: list[str] | None = None
+    _splits: dict[str, datasets.Dataset] | None = None
+
+    def _load(self) -> tuple[datasets.DatasetDict, str, list[str]]:
+        """The raw splits, their label column and the other columns every split must have."""
+        raise NotImplementedError
+
+    def _check(self, splits: dict[str, datasets.Dataset]) -> None:
+        """Checks of the prepared splits beyond ``prepare_splits``' own (raise ``TbxFinetuneError``)."""
 
     def _prepare(self) -> None:
-        raise NotImplementedError
+        """Load, validate, split and label-encode once: at the first question about the data (the CLI asks for
+        ``num_labels`` at instantiation, before the Trainer exists), so bad data fails in seconds."""
+        if self._splits is not None:
+            return
+        hp = self.hparams
+        if hp.predict_split not in ("train", "val", "test"):
+            raise TbxFinetuneError(f"data.predict_split={hp.predict_split!r}: use train, val or test")
+        loaded, label_column, columns = self._load()
+        splits, names = prepare_splits(
+            loaded, label_column, columns, hp.labels, hp.val_fraction, hp.test_fraction, hp.max_samples, hp.seed
+        )
+        self._check(splits)
+        self._splits, self._label_names = splits, names
+
+    def _split(self, name: str) -> datasets.Dataset:
+        """The prepared split a loader named ``name`` reads (``predict`` reads ``predict_split``)."""
+        self._prepare()
+        return self._splits[self.hparams.predict_split if name == "predict" else name]
 
     def _dataset(self, name: str) -> Dataset:
         """The dataset a loader batches for ``name`` (``train``, ``val``, ``test`` or ``predict``)."""
@@ -51,26 +77,23 @@ class ClassificationDataModule(LightningDataModule):
         return None
 
     def _train_sampler(self) -> Sampler | None:
-        """The training order (``None``: shuffled by the loader). A sampler given here must be stateful (its
-        ``state_dict`` goes into the loader's) and, to run under DDP, a ``DistributedSampler`` sharding itself."""
-        return None
+        """The training order. A sampler given here must be stateful (its ``state_dict`` goes into the loader's) and,
+        to run under DDP, a ``DistributedSampler`` sharding itself.
 
-    def _distributed_shuffle(self, name: str) -> DistributedSampler | None:
-        """Under DDP, the plain shuffle as a ``DistributedSampler`` seeded by the training seed: its order is a function
-        of (seed, epoch), so a resumed epoch is the same order from the saved position. Lightning's own wrapper
-        re-shuffles a ``RandomSampler`` whose seed is drawn from the RNG at the epoch's start, which a resume cannot
-        redraw. ``None`` off DDP (the loader's ``RandomSampler`` keeps its generator in the loader's state)."""
-        strategy = getattr(getattr(self, "trainer", None), "strategy", None)
-        shards = getattr(strategy, "distributed_sampler_kwargs", None)
-        if not shards:
-            return None
-        return DistributedSampler(self._dataset(name), shuffle=True, seed=training_seed(), **shards)
+        This default: ``None`` off DDP, the loader's own shuffle (its ``RandomSampler`` keeps its generator in the
+        loader's state). Under DDP, the plain shuffle as a ``DistributedSampler`` seeded by the training seed: its
+        order is a function of (seed, epoch), so a resumed epoch is the same order from the saved position.
+        Lightning's own wrapper re-shuffles a ``RandomSampler`` whose seed is drawn from the RNG at the epoch's
+        start, which a resume cannot redraw."""
+        shards = getattr(getattr(self.trainer, "strategy", None), "distributed_sampler_kwargs", None)
+        return (
+            DistributedSampler(self._dataset("train"), shuffle=True, seed=training_seed(), **shards) if shards else None
+        )
 
     @property
     def _world(self) -> tuple[int, int]:
         """(number of ranks, this rank) of the attached Trainer; (1, 0) without one."""
-        trainer = getattr(self, "trainer", None)
-        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
 
     @property
     def label_names(self) -> list[str]:
@@ -82,13 +105,12 @@ class ClassificationDataModule(LightningDataModule):
         return len(self.label_names)
 
     def label_counts(self) -> dict[str, list[int]]:
-        """Examples per class (in ``label_names`` order) of each of train, val and test: what a reader of the run
-        needs to judge its accuracy (the majority-class baseline) and to compare runs."""
+        """Examples per class (in ``label_names`` order) of each of train, val and test (the prepared splits): what a
+        reader of the run needs to judge its accuracy (the majority-class baseline) and to compare runs."""
         self._prepare()
         return {
             name: np.bincount(np.asarray(split[LABEL_COLUMN]), minlength=len(self._label_names)).tolist()
             for name, split in self._splits.items()
-            if name in ("train", "val", "test")
         }
 
     def _loader(self, name: str, train: bool = False) -> StatefulDataLoader:
@@ -96,8 +118,6 @@ class ClassificationDataModule(LightningDataModule):
         run resumed mid-epoch sees the rest of that epoch's order, each example once, not the epoch anew."""
         hp = self.hparams
         sampler = self._train_sampler() if train else self._eval_sampler(name) if name in ("val", "test") else None
-        if train and sampler is None:
-            sampler = self._distributed_shuffle(name)
         order = {"sampler": sampler} if sampler is not None else {"shuffle": train}
         return StatefulDataLoader(
             self._dataset(name),
@@ -106,14 +126,9 @@ class ClassificationDataModule(LightningDataModule):
             collate_fn=self._collate(),
             num_workers=hp.num_workers,
             persistent_workers=hp.num_workers > 0,
-            pin_memory=self._pin_memory,
+            # page-locked batches only when they go to a CUDA device: the host→device copy is then asynchronous
+            pin_memory=isinstance(getattr(self.trainer, "accelerator", None), CUDAAccelerator),
         )
-
-    @property
-    def _pin_memory(self) -> bool:
-        """Page-locked batches only when they go to a CUDA device: the host→device copy is then asynchronous."""
-        trainer = getattr(self, "trainer", None)
-        return trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator)
 
     def train_dataloader(self) -> StatefulDataLoader:
         return self._loader("train", train=True)

@@ -86,11 +86,20 @@ def load_image_source(
     folder = resolve_path(data_dir)
     if not os.path.isdir(folder):
         raise TbxFinetuneError(f"data.data_dir={folder!r} is not a directory; fix the path")
-    idx = sorted(p for p in os.listdir(folder) if _IDX.match(p))
+    idx = [match for match in map(_IDX.match, sorted(os.listdir(folder))) if match]
     if idx:
-        return _array_source({_idx_split(name): _read_idx_pair(Path(folder), name) for name in idx}, class_names)
+        arrays = {_IDX_SPLITS.get(m["split"], m["split"]): _read_idx_pair(Path(folder), m.string) for m in idx}
+        return _array_source(arrays, class_names)
     _require_nonempty_classes(Path(folder))
-    return ImageSource(_load_imagefolder(folder), "image", "label", None, local_files=True)
+    try:
+        loaded = datasets.load_dataset("imagefolder", data_dir=folder)
+    except Exception as err:  # datasets raises many types for an unusable folder
+        raise TbxFinetuneError(
+            f"data.data_dir={folder!r}: not an imagefolder layout (one sub-folder of images per class) ({err})"
+        ) from err
+    if "label" not in next(iter(loaded.values())).column_names:
+        raise TbxFinetuneError(f"data.data_dir={folder!r}: images must sit in one sub-folder per class")
+    return ImageSource(loaded, "image", "label", None, local_files=True)
 
 
 # ------------------------------------------------------------------------------------------ array sources
@@ -105,20 +114,12 @@ def _array_source(arrays: dict[str, tuple[np.ndarray, np.ndarray]], class_names:
     features = datasets.Features({PIXELS: datasets.Value("binary"), "label": datasets.ClassLabel(names=names)})
     splits = {}
     for split, (images, labels) in arrays.items():
-        flat = np.ascontiguousarray(images.reshape(len(images), -1))
-        pixels = pa.FixedSizeBinaryArray.from_buffers(
-            pa.binary(flat.shape[1]), len(flat), [None, pa.py_buffer(flat.tobytes())]
-        ).cast(pa.binary())
+        pixels = pa.array([image.tobytes() for image in images], pa.binary())
         table = pa.table({PIXELS: pixels, "label": pa.array(labels.astype(np.int64))})
         splits[split] = datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
     height, width, *channels = next(iter(shapes.values()))
     shape = (height, width, channels[0] if channels else 1)
     return ImageSource(datasets.DatasetDict(splits), PIXELS, "label", shape, local_files=False)
-
-
-def _idx_split(images_file: str) -> str:
-    prefix = _IDX.match(images_file).group("split")
-    return _IDX_SPLITS.get(prefix, prefix)
 
 
 def _read_idx_pair(folder: Path, images_file: str) -> tuple[np.ndarray, np.ndarray]:
@@ -180,18 +181,6 @@ def _read_pixel_csv(path: str, split: str, label_column: str) -> tuple[np.ndarra
 
 
 # ------------------------------------------------------------------------------------------ image files
-def _load_imagefolder(folder: str) -> datasets.DatasetDict:
-    try:
-        loaded = datasets.load_dataset("imagefolder", data_dir=folder)
-    except Exception as err:  # datasets raises many types for an unusable folder
-        raise TbxFinetuneError(
-            f"data.data_dir={folder!r}: not an imagefolder layout (one sub-folder of images per class) ({err})"
-        ) from err
-    if "label" not in next(iter(loaded.values())).column_names:
-        raise TbxFinetuneError(f"data.data_dir={folder!r}: images must sit in one sub-folder per class")
-    return loaded
-
-
 def _require_nonempty_classes(folder: Path) -> None:
     """A class folder without images would silently vanish from the label set; say so instead."""
     for path, subdirs, files in os.walk(folder):

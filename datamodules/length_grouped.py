@@ -52,14 +52,13 @@ class LengthGroupedSampler(DistributedLengthGroupedSampler):
         seed = training_seed() if seed is None else seed
         super().__init__(batch_size, num_replicas=num_replicas, rank=rank, seed=seed, lengths=list(lengths))
         self._yielded = 0
-        self._restored: tuple[int, int] | None = None  # (epoch, indices already handed out) from load_state_dict
+        self._restored: tuple[int | None, int] = (None, 0)  # (epoch, indices already handed out) from load_state_dict
         self._epoch_of_iterator = self.epoch
 
     def __iter__(self) -> Iterator[int]:
         # the restored epoch and position belong to the first iterator made after load_state_dict, and only to it:
         # an epoch restored as finished is followed by a fresh one, in the epoch set_epoch gives, from its start
-        restored, self._restored = self._restored, None
-        epoch, start = restored if restored is not None else (None, 0)
+        (epoch, start), self._restored = self._restored, (None, 0)
         self._yielded = start
         return _Pass(self._indices(epoch, start))
 

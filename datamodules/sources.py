@@ -71,12 +71,14 @@ def _load(source: str, *args, **kwargs) -> datasets.Dataset | datasets.DatasetDi
     try:
         return datasets.load_dataset(*args, **kwargs)
     except Exception as err:  # datasets raises many types: not found, no network, parse errors, bad bytes
-        cause = _root_cause(err)
+        cause = list(_chain(err))[-1]
         if "corresponds to no data" in str(cause):
             raise TbxFinetuneError(f"{source}: the split is empty; it needs at least one example") from err
         if kwargs.get("data_files"):
             paths = [path for paths in kwargs["data_files"].values() for path in paths]
-            found = _find_bad_row(args[0], paths, kwargs.get("sep", ","), _is_schema_error(err))
+            # datasets could not put rows or files with different columns into one table
+            schema_error = any(isinstance(e, CastError) or "Schema at index" in str(e) for e in _chain(err))
+            found = _find_bad_row(args[0], paths, kwargs.get("sep", ","), schema_error)
             if found:
                 raise TbxFinetuneError(f"{source}: {found}") from err
         reason = " ".join(str(cause).split())  # one line: datasets' and Arrow's messages span several
@@ -86,11 +88,11 @@ def _load(source: str, *args, **kwargs) -> datasets.Dataset | datasets.DatasetDi
         ) from err
 
 
-def _is_schema_error(err: BaseException | None) -> bool:
-    """``datasets`` could not put rows or files with different columns into one table."""
-    while err is not None and not isinstance(err, CastError) and "Schema at index" not in str(err):
+def _chain(err: BaseException | None) -> Iterator[BaseException]:
+    """``err``, then what it was raised from (or while handling), down to the root cause."""
+    while err is not None:
+        yield err
         err = err.__cause__ or err.__context__
-    return err is not None
 
 
 def _find_bad_row(builder: str, paths: list[str], sep: str, schema_error: bool) -> str | None:
@@ -153,12 +155,6 @@ def _csv_headers(paths: list[str], sep: str) -> Iterator[tuple[str, set[str]]]:
         if Path(path).suffix.lower() not in _COMPRESSION:
             with open(path, encoding="utf-8", newline="") as f:
                 yield f"the header of {path!r}", set(next(csv.reader(f, delimiter=sep), []))
-
-
-def _root_cause(err: BaseException) -> BaseException:
-    while err.__cause__ is not None or err.__context__ is not None:
-        err = err.__cause__ or err.__context__
-    return err
 
 
 def find_split(splits: datasets.DatasetDict, names: tuple[str, ...]) -> str | None:

@@ -41,28 +41,19 @@ def standard_splits(
     """Return ``{"train", "val", "test"}``, carving seeded, disjoint val/test sets out of train if absent."""
     if "train" not in loaded:
         raise TbxFinetuneError(f"the data has no 'train' split (it has {sorted(loaded)}); name one 'train'")
-    train = loaded["train"]
     val_name = find_split(loaded, VALIDATION_SPLIT_NAMES)
-    val = loaded[val_name] if val_name else None
-    test = loaded["test"] if "test" in loaded else None
-    carve = [
-        (name, fraction)
-        for name, fraction, have in (("test", test_fraction, test), ("val", val_fraction, val))
-        if have is None
-    ]
-    for name, fraction in carve:
+    splits = {"train": loaded["train"], "val": loaded.get(val_name), "test": loaded.get("test")}
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if splits[name] is not None:
+            continue
         if not 0.0 < fraction < 1.0:
             raise TbxFinetuneError(
                 f"the data has no {name} split and data.{name}_fraction={fraction} cannot carve one out of "
                 "train; set it between 0 and 1 or provide the split in data.data_files"
             )
-        parts = train.train_test_split(test_size=fraction, seed=seed, shuffle=True)
-        train = parts["train"]
-        if name == "test":
-            test = parts["test"]
-        else:
-            val = parts["test"]
-    return {"train": train, "val": val, "test": test}
+        parts = splits["train"].train_test_split(test_size=fraction, seed=seed, shuffle=True)
+        splits["train"], splits[name] = parts["train"], parts["test"]
+    return splits
 
 
 def label_texts(split: datasets.Dataset, column: str, split_name: str) -> list[str | None]:
@@ -79,12 +70,8 @@ def label_texts(split: datasets.Dataset, column: str, split_name: str) -> list[s
     return [None if v is None or not str(v).strip() else str(v) for v in values]
 
 
-def require_labels(split: datasets.Dataset, column: str, split_name: str) -> None:
+def require_present(texts: list[str | None], column: str, split_name: str) -> None:
     """Every row has a label: a blank cell would otherwise become a class of its own, or a traceback."""
-    _require_present(label_texts(split, column, split_name), column, split_name)
-
-
-def _require_present(texts: list[str | None], column: str, split_name: str) -> None:
     missing = [row for row, text in enumerate(texts) if text is None]
     if missing:
         raise TbxFinetuneError(
@@ -119,7 +106,7 @@ def keep_labels(split: datasets.Dataset, column: str, names: Sequence[str], spli
 def encode_labels(split: datasets.Dataset, column: str, names: Sequence[str], split_name: str) -> datasets.Dataset:
     """Add the ``ClassLabel`` ``labels`` column; a label never seen in train is an error, not a silent new class."""
     texts = label_texts(split, column, split_name)
-    _require_present(texts, column, split_name)
+    require_present(texts, column, split_name)
     classes = datasets.ClassLabel(names=[str(name) for name in names])
     unknown = sorted(set(texts) - set(classes.names))
     if unknown:
@@ -131,27 +118,6 @@ def encode_labels(split: datasets.Dataset, column: str, names: Sequence[str], sp
     if LABEL_COLUMN in split.column_names:
         split = split.remove_columns(LABEL_COLUMN)
     return split.add_column(LABEL_COLUMN, ids, feature=classes)
-
-
-def require_columns(split: datasets.Dataset, columns: Sequence[str], split_name: str) -> None:
-    missing = [c for c in columns if c not in split.column_names]
-    if missing:
-        raise TbxFinetuneError(
-            f"{split_name} split: column(s) {missing} not found; it has {split.column_names}. "
-            "Set data.text_column / data.label_column to the right names"
-        )
-
-
-def require_rows(split: datasets.Dataset, split_name: str) -> None:
-    if len(split) == 0:
-        raise TbxFinetuneError(f"{split_name} split is empty; it needs at least one example")
-
-
-def subsample(split: datasets.Dataset, limit: int | None, seed: int) -> datasets.Dataset:
-    """A seeded random subset of ``limit`` rows (all rows when ``limit`` is None or larger)."""
-    if limit is None or limit >= len(split):
-        return split
-    return split.shuffle(seed=seed).select(range(limit))
 
 
 def prepare_splits(
@@ -171,11 +137,16 @@ def prepare_splits(
     unlabelled split (IMDB's ``unsupervised``, labels -1) is not an error.
     """
     for name, split in loaded.items():
-        require_columns(split, [*required_columns, label_column], name)
+        missing = [c for c in [*required_columns, label_column] if c not in split.column_names]
+        if missing:
+            raise TbxFinetuneError(
+                f"{name} split: column(s) {missing} not found; it has {split.column_names}. "
+                "Set data.text_column / data.label_column to the right names"
+            )
     used = {"train", "test", find_split(loaded, VALIDATION_SPLIT_NAMES)}
     for name, split in loaded.items():
         if name in used:
-            require_labels(split, label_column, name)
+            require_present(label_texts(split, label_column, name), label_column, name)
     if labels:
         loaded = datasets.DatasetDict({n: keep_labels(s, label_column, labels, n) for n, s in loaded.items()})
     splits = standard_splits(loaded, val_fraction, test_fraction, seed)
@@ -194,7 +165,10 @@ def prepare_splits(
         raise TbxFinetuneError(f"data.max_samples has unknown split(s) {sorted(unknown_keys)}; use train/val/test")
     prepared = {}
     for name, split in splits.items():
-        require_rows(split, name)
-        split = subsample(split, limits.get(name), seed)
+        if len(split) == 0:
+            raise TbxFinetuneError(f"{name} split is empty; it needs at least one example")
+        limit = limits.get(name)
+        if limit is not None and limit < len(split):  # a seeded random subset of ``limit`` rows
+            split = split.shuffle(seed=seed).select(range(limit))
         prepared[name] = encode_labels(split, label_column, names, name)
     return prepared, names

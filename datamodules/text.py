@@ -6,9 +6,11 @@ the Trainer exists), so a wrong column or label fails in seconds, not after the 
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import datasets
 from jsonargparse.typing import ClosedUnitInterval, NonNegativeInt, PositiveInt
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 from transformers import AutoTokenizer, DataCollatorWithPadding, PreTrainedTokenizerBase
 
 from common.assets import load_pretrained
@@ -16,7 +18,7 @@ from common.errors import TbxFinetuneError
 from datamodules.base import STAGE_SPLITS, ClassificationDataModule
 from datamodules.length_grouped import LengthGroupedSampler, LengthSortedSampler, token_lengths
 from datamodules.sources import load_splits
-from datamodules.splits import LABEL_COLUMN, prepare_splits
+from datamodules.splits import LABEL_COLUMN
 
 
 class TextDataModule(ClassificationDataModule):
@@ -79,57 +81,39 @@ class TextDataModule(ClassificationDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(logger=False)
-        self._splits: dict[str, datasets.Dataset] | None = None
-        self._label_names: list[str] | None = None
-        self._tokenizer: PreTrainedTokenizerBase | None = None
         self.tokenized: dict[str, datasets.Dataset] = {}
 
     # ------------------------------------------------------------------------- raw data and labels
-    def _prepare(self) -> None:
-        if self._splits is not None:
-            return
+    def _load(self) -> tuple[datasets.DatasetDict, str, list[str]]:
         hp = self.hparams
-        if hp.predict_split not in ("train", "val", "test"):
-            raise TbxFinetuneError(f"data.predict_split={hp.predict_split!r}: use train, val or test")
-        loaded = load_splits(hp.dataset, hp.data_files, hp.dataset_config)
-        self._splits, self._label_names = prepare_splits(
-            loaded,
-            hp.label_column,
-            [hp.text_column],
-            hp.labels,
-            hp.val_fraction,
-            hp.test_fraction,
-            hp.max_samples,
-            hp.seed,
-        )
-        for name, split in self._splits.items():
-            if not isinstance(split.features[hp.text_column], datasets.Value) or "string" not in str(
-                split.features[hp.text_column].dtype
-            ):
+        return load_splits(hp.dataset, hp.data_files, hp.dataset_config), hp.label_column, [hp.text_column]
+
+    def _check(self, splits: dict[str, datasets.Dataset]) -> None:
+        column = self.hparams.text_column
+        for name, split in splits.items():
+            feature = split.features[column]
+            if not isinstance(feature, datasets.Value) or "string" not in str(feature.dtype):
                 raise TbxFinetuneError(
-                    f"{name} split: column {hp.text_column!r} holds {split.features[hp.text_column]}, not text; "
+                    f"{name} split: column {column!r} holds {feature}, not text; "
                     "set data.text_column to the column with the text"
                 )
 
     @property
     def predict_inputs(self) -> list[str]:
         """The raw texts ``predict`` runs on, in dataset order (the prediction writer prints them)."""
-        self._prepare()
-        return self._splits[self.hparams.predict_split][self.hparams.text_column]
+        return self._split("predict")[self.hparams.text_column]
 
     # ------------------------------------------------------------------------------- tokenisation
-    @property
+    @cached_property
     def tokenizer(self) -> PreTrainedTokenizerBase:
-        if self._tokenizer is None:
-            if not self.hparams.tokenizer:
-                raise TbxFinetuneError("data.tokenizer is not set (the CLI links it to model.model_name_or_path)")
-            self._tokenizer = load_pretrained(
-                AutoTokenizer.from_pretrained,
-                self.hparams.tokenizer,
-                key="data.tokenizer",
-                trust_remote_code=self.hparams.trust_remote_code,
-            )
-        return self._tokenizer
+        if not self.hparams.tokenizer:
+            raise TbxFinetuneError("data.tokenizer is not set (the CLI links it to model.model_name_or_path)")
+        return load_pretrained(
+            AutoTokenizer.from_pretrained,
+            self.hparams.tokenizer,
+            key="data.tokenizer",
+            trust_remote_code=self.hparams.trust_remote_code,
+        )
 
     def _tokenize(self, split: datasets.Dataset) -> datasets.Dataset:
         """Batched, cached by ``datasets`` (fingerprinted on data, tokenizer and max_length)."""
@@ -149,11 +133,9 @@ class TextDataModule(ClassificationDataModule):
             self._tokenize(split)
 
     def setup(self, stage: str) -> None:
-        self._prepare()
         for name in STAGE_SPLITS[stage]:
-            source = self.hparams.predict_split if name == "predict" else name
             if name not in self.tokenized:
-                self.tokenized[name] = self._tokenize(self._splits[source])
+                self.tokenized[name] = self._tokenize(self._split(name))
 
     # ------------------------------------------------------------------------------- dataloaders
     def _dataset(self, name: str) -> Dataset:
@@ -163,9 +145,9 @@ class TextDataModule(ClassificationDataModule):
         # dynamic padding per batch
         return DataCollatorWithPadding(self.tokenizer, pad_to_multiple_of=self.hparams.pad_to_multiple_of)
 
-    def _train_sampler(self) -> LengthGroupedSampler | None:
+    def _train_sampler(self) -> Sampler | None:
         if not self.hparams.group_by_length:
-            return None
+            return super()._train_sampler()
         num_replicas, rank = self._world
         lengths = token_lengths(self.tokenized["train"])
         return LengthGroupedSampler(lengths, self.hparams.batch_size * num_replicas, num_replicas, rank)

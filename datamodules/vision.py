@@ -9,6 +9,7 @@ links ``num_channels`` on to the model, as it does ``num_labels``.
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any
 
 import datasets
@@ -22,7 +23,7 @@ from common.assets import image_processor_config, load_pretrained
 from common.errors import TbxFinetuneError
 from datamodules.base import ClassificationDataModule
 from datamodules.image_sources import ImageSource, check_images, load_image_source
-from datamodules.splits import LABEL_COLUMN, prepare_splits
+from datamodules.splits import LABEL_COLUMN
 
 
 class DecodeImages:
@@ -100,62 +101,45 @@ class ImageDataModule(ClassificationDataModule):
         if num_channels not in (None, 1, 3):
             raise TbxFinetuneError(f"data.num_channels={num_channels}: use 1 (grey) or 3 (RGB)")
         self._source: ImageSource | None = None
-        self._splits: dict[str, datasets.Dataset] | None = None
-        self._label_names: list[str] | None = None
-        self._model_files: tuple[dict, Any] | None = None
 
     # ------------------------------------------------------------------------- raw data and labels
-    def _prepare(self) -> None:
-        if self._splits is not None:
-            return
+    def _load(self) -> tuple[datasets.DatasetDict, str, list[str]]:
         hp = self.hparams
-        if hp.predict_split not in ("train", "val", "test"):
-            raise TbxFinetuneError(f"data.predict_split={hp.predict_split!r}: use train, val or test")
-        source = load_image_source(
+        self._source = load_image_source(
             hp.dataset, hp.data_dir, hp.data_files, hp.dataset_config, hp.image_column, hp.label_column, hp.class_names
         )
-        splits, names = prepare_splits(
-            source.splits,
-            source.label_column,
-            [source.image_column],
-            hp.labels,
-            hp.val_fraction,
-            hp.test_fraction,
-            hp.max_samples,
-            hp.seed,
-        )
-        if source.local_files:
+        return self._source.splits, self._source.label_column, [self._source.image_column]
+
+    def _check(self, splits: dict[str, datasets.Dataset]) -> None:
+        if self._source.local_files:
             for name, split in splits.items():
-                check_images(split, source.image_column, name)
-        self._source, self._splits, self._label_names = source, splits, names
+                check_images(split, self._source.image_column, name)
 
     @property
     def predict_inputs(self) -> list[str]:
         """What the prediction writer prints per row: the image file when there is one, else its row number."""
-        self._prepare()
-        split = self._splits[self.hparams.predict_split]
+        split = self._split("predict")
         if self._source.shape is not None:
             return [f"{self.hparams.predict_split}[{i}]" for i in range(len(split))]
         raw = split.cast_column(self._source.image_column, datasets.Image(decode=False))[self._source.image_column]
         return [item.get("path") or f"{self.hparams.predict_split}[{i}]" for i, item in enumerate(raw)]
 
     # ------------------------------------------------------------------------------- image geometry
+    @cached_property
     def _model_preprocessing(self) -> tuple[dict, Any]:
         """The model's ``preprocessor_config.json`` (may be absent) and ``config.json``, read once."""
-        if self._model_files is None:
-            from transformers import AutoConfig
+        from transformers import AutoConfig
 
-            name, key = self.hparams.image_processor, "data.image_processor"
-            config = load_pretrained(AutoConfig.from_pretrained, name, key=key)
-            self._model_files = (image_processor_config(name, key), config)
-        return self._model_files
+        name, key = self.hparams.image_processor, "data.image_processor"
+        config = load_pretrained(AutoConfig.from_pretrained, name, key=key)
+        return image_processor_config(name, key), config
 
     @property
     def image_size(self) -> int:
         if self.hparams.image_size:
             return self.hparams.image_size
         if self.hparams.image_processor:
-            size = self._model_preprocessing()[0].get("size") or {}
+            size = self._model_preprocessing[0].get("size") or {}
             side = (size.get("shortest_edge") or size.get("height")) if isinstance(size, dict) else size
             if side:
                 return int(side)
@@ -171,7 +155,7 @@ class ImageDataModule(ClassificationDataModule):
         if self.hparams.num_channels:
             return self.hparams.num_channels
         if self.hparams.image_processor:
-            return int(getattr(self._model_preprocessing()[1], "num_channels", 3))
+            return int(getattr(self._model_preprocessing[1], "num_channels", 3))
         self._prepare()
         return self._source.shape[2] if self._source.shape is not None else 3
 
@@ -184,6 +168,6 @@ class ImageDataModule(ClassificationDataModule):
 
     def _dataset(self, name: str) -> Dataset:
         """The split, decoded to uint8 tensors on access (in the loader's workers)."""
-        split = self._splits[self.hparams.predict_split if name == "predict" else name]
+        split = self._split(name)
         decode = DecodeImages(self._source.image_column, self._source.shape, self.image_size, self.num_channels)
         return split.with_transform(decode, columns=[self._source.image_column, LABEL_COLUMN])

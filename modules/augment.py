@@ -43,9 +43,6 @@ class Preprocess(nn.Module):
         self.register_buffer("std", _per_channel(std, num_channels), persistent=False)
         self._augmenters: dict[tuple[int, int], K.AugmentationSequential] = {}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.normalize(self.augment(self.to_unit(images)))
-
     def to_unit(self, images: torch.Tensor) -> torch.Tensor:
         """``uint8`` → float in [0, 1], with as many channels as the model takes (grey ↔ RGB)."""
         images = images.float().div(255) if images.dtype == torch.uint8 else images.float()

@@ -28,6 +28,7 @@ from common.assets import load_pretrained
 from common.errors import TbxFinetuneError
 
 STAGES = ("train", "val", "test")
+MODEL_KEY = "model.model_name_or_path"
 _NO_DECAY = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.Embedding)
 SCHEDULES = tuple(s.value for s in SchedulerType)
 """The schedule names ``lr_schedule`` accepts (``transformers.SchedulerType``)."""
@@ -42,9 +43,8 @@ def decay_groups(
     decay, no_decay = [], []
     for sub in module.modules():
         for param_name, param in sub.named_parameters(recurse=False):
-            if param in exclude:
-                continue
-            (no_decay if param_name == "bias" or isinstance(sub, _NO_DECAY) else decay).append(param)
+            if param not in exclude:
+                (no_decay if param_name == "bias" or isinstance(sub, _NO_DECAY) else decay).append(param)
     prefix = f"{name}_" if name else ""
     return [
         {"params": params, "name": f"{prefix}{kind}", "weight_decay": wd, "lr_scale": lr_scale}
@@ -131,6 +131,26 @@ class ClassificationModule(LightningModule):
         """Return logits of shape ``(batch, num_labels)``."""
         raise NotImplementedError
 
+    def _head(self) -> dict[str, Any]:
+        """The classification head's size and label names, as a transformers config takes them."""
+        names = self.label_names
+        return dict(
+            num_labels=self.num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+        )
+
+    def _pretrained(self, auto_class: Any, name_or_path: str, trust_remote_code: bool) -> nn.Module:
+        """``auto_class.from_pretrained`` with a head for these labels (a fresh one where the checkpoint's differs in
+        size), refused if the checkpoint was fine-tuned on these labels in another order (``check_label_order``)."""
+        check_label_order(name_or_path, self.label_names, MODEL_KEY, trust_remote_code=trust_remote_code)
+        return load_pretrained(
+            auto_class.from_pretrained,
+            name_or_path,
+            key=MODEL_KEY,
+            ignore_mismatched_sizes=True,
+            trust_remote_code=trust_remote_code,
+            **self._head(),
+        )
+
     def configure_model(self) -> None:
         """Lightning's hook, run in every process once the module is on its device: compile the network there
         (``nn.Module.compile`` keeps the parameter names, so checkpoints and exports stay those of the eager model)."""
@@ -139,7 +159,8 @@ class ClassificationModule(LightningModule):
             network.compile(dynamic=False, backend=self.compile_backend)
             self._network_compiled = True  # Lightning calls this hook again for test_after_fit
 
-    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _shared_step(self, batch: dict[str, torch.Tensor], stage: str) -> dict[str, torch.Tensor]:
+        """The step's loss and (detached) logits, which callbacks (``loggers.visuals``) draw from."""
         labels = batch["labels"]
         logits = self(batch)
         loss = nn.functional.cross_entropy(logits, labels)
@@ -161,7 +182,7 @@ class ClassificationModule(LightningModule):
             self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
         else:  # the epoch's mean loss too (train/loss_epoch): beside val/loss every epoch, whatever the cadence
             self.epoch_loss.update(loss.detach(), weight=labels.shape[0])
-        return loss, logits
+        return {"loss": loss, "logits": logits.detach()}
 
     def on_train_epoch_start(self) -> None:
         # Lightning calls this only for an epoch trained from its first batch, never after a mid-epoch restore
@@ -195,19 +216,16 @@ class ClassificationModule(LightningModule):
         self.log("train/loss_epoch", self.epoch_loss, on_step=False, on_epoch=True)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")[0]
+        return self._shared_step(batch, "train")["loss"]
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        loss, logits = self._shared_step(batch, "val")
-        return {"loss": loss, "logits": logits.detach()}  # callbacks (loggers.visuals) draw from the logits
+        return self._shared_step(batch, "val")
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        loss, logits = self._shared_step(batch, "test")
-        return {"loss": loss, "logits": logits.detach()}
+        return self._shared_step(batch, "test")
 
     def predict_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
-        probs = self(batch).softmax(dim=-1)
-        confidence, label_ids = probs.max(dim=-1)
+        confidence, label_ids = self(batch).softmax(dim=-1).max(dim=-1)
         return {"label_ids": label_ids, "probabilities": confidence}
 
     def parameter_groups(self) -> list[dict[str, Any]]:
@@ -232,21 +250,16 @@ class ClassificationModule(LightningModule):
             num_training_steps=total_steps,
             scheduler_specific_kwargs=self.lr_schedule_kwargs,
         )
-        if self.lr_schedule == SchedulerType.REDUCE_ON_PLATEAU.value:
-            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/loss"}}
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        plateau = self.lr_schedule == SchedulerType.REDUCE_ON_PLATEAU.value  # stepped on val/loss, not per step
+        when = {"monitor": "val/loss"} if plateau else {"interval": "step"}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, **when}}
 
 
 def wants_fused_adamw(optimizer: torch.optim.Optimizer, device: torch.device) -> bool:
     """Whether ``optimizer`` should become fused: a plain ``AdamW`` whose ``fused`` and ``foreach`` were left to torch
     (``None``), on a CUDA device, where the fused kernel is the fastest implementation torch has."""
-    defaults = optimizer.defaults
-    return (
-        type(optimizer) is torch.optim.AdamW
-        and torch.device(device).type == "cuda"
-        and defaults.get("fused") is None
-        and defaults.get("foreach") is None
-    )
+    left_to_torch = optimizer.defaults.get("fused") is None and optimizer.defaults.get("foreach") is None
+    return type(optimizer) is torch.optim.AdamW and torch.device(device).type == "cuda" and left_to_torch
 
 
 def rebuilt_fused(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:

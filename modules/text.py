@@ -14,9 +14,8 @@ import torch
 from jsonargparse.typing import PositiveInt
 from transformers import AutoModelForSequenceClassification
 
-from common.assets import load_pretrained
 from common.errors import TbxFinetuneError
-from modules.classifier import ClassificationModule, check_label_order
+from modules.classifier import ClassificationModule
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -59,18 +58,7 @@ class TextClassifier(ClassificationModule):
     ) -> None:
         super().__init__(num_labels, label_names, learning_rate, weight_decay, warmup_ratio, **kwargs)
         self.save_hyperparameters(ignore=["optimizer"], logger=False)  # checkpoints hold no pickled callables
-        key = "model.model_name_or_path"
-        check_label_order(model_name_or_path, self.label_names, key, trust_remote_code=trust_remote_code)
-        self.model = load_pretrained(
-            AutoModelForSequenceClassification.from_pretrained,
-            model_name_or_path,
-            key=key,
-            num_labels=num_labels,
-            id2label=dict(enumerate(self.label_names)),
-            label2id={name: i for i, name in enumerate(self.label_names)},
-            ignore_mismatched_sizes=True,
-            trust_remote_code=trust_remote_code,
-        )
+        self.model = self._pretrained(AutoModelForSequenceClassification, model_name_or_path, trust_remote_code)
         self.model.train()  # from_pretrained returns eval mode: dropout would stay off during fine-tuning
         self.compile_bucket = compile_bucket
 

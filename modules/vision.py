@@ -19,7 +19,7 @@ from transformers import AutoConfig, AutoModelForImageClassification, ResNetConf
 
 from common.assets import image_processor_config, load_pretrained, locate
 from modules.augment import Augmentation, Preprocess, image_grid
-from modules.classifier import ClassificationModule, check_label_order, decay_groups
+from modules.classifier import MODEL_KEY, ClassificationModule, decay_groups
 from modules.finetuning import StagedUnfreeze
 
 
@@ -89,41 +89,27 @@ class ImageClassifier(ClassificationModule):
         for key, value in self.hparams.items():  # ... nor pickled classes: weights_only=True loads plain data only
             if is_dataclass(value):
                 self.hparams[key] = asdict(value)
-        heads = {
-            "num_labels": num_labels,
-            "id2label": dict(enumerate(self.label_names)),
-            "label2id": {name: i for i, name in enumerate(self.label_names)},
-        }
         processor: dict = {}
         if isinstance(augmentation, dict):  # hparams of a checkpoint hold dataclasses as dicts (see above)
             augmentation = Augmentation(**augmentation)
         if model_name_or_path is None:
             spec = ResNetSpec(**resnet) if isinstance(resnet, dict) else resnet or ResNetSpec()
-            config = ResNetConfig(num_channels=num_channels, **vars(spec), **heads)
+            config = ResNetConfig(num_channels=num_channels, **vars(spec), **self._head())
             self.model = ResNetForImageClassification(config)
         else:
-            name, key = locate(model_name_or_path), "model.model_name_or_path"
-            common = {"trust_remote_code": trust_remote_code}
+            name = locate(model_name_or_path)
             if pretrained:
-                check_label_order(name, self.label_names, key, **common)
-                self.model = load_pretrained(
-                    AutoModelForImageClassification.from_pretrained,
-                    name,
-                    key=key,
-                    ignore_mismatched_sizes=True,
-                    **heads,
-                    **common,
-                )
+                self.model = self._pretrained(AutoModelForImageClassification, name, trust_remote_code)
             else:
-                config = load_pretrained(AutoConfig.from_pretrained, name, key=key, **heads, **common)
+                common = {"trust_remote_code": trust_remote_code}
+                config = load_pretrained(AutoConfig.from_pretrained, name, key=MODEL_KEY, **self._head(), **common)
                 self.model = AutoModelForImageClassification.from_config(config, **common)
-            processor = image_processor_config(name, key)
+            processor = image_processor_config(name, MODEL_KEY)
         self.model.train()  # from_pretrained returns eval mode: BatchNorm would not learn the new data
-        channels = self.model.config.num_channels
         self.preprocess = Preprocess(
             image_mean or processor.get("image_mean") or [0.5],
             image_std or processor.get("image_std") or [0.5],
-            channels,
+            self.model.config.num_channels,
             augmentation,
         )
         self._samples_taken = not log_samples
@@ -158,9 +144,8 @@ class ImageClassifier(ClassificationModule):
         ]
 
     def configure_callbacks(self) -> list[Callback]:
-        if self.hparams.freeze_backbone_epochs <= 0:
-            return []
-        return [StagedUnfreeze(self.hparams.freeze_backbone_epochs)]
+        epochs = self.hparams.freeze_backbone_epochs
+        return [StagedUnfreeze(epochs)] if epochs > 0 else []
 
     def export_pretrained(self, folder: str, datamodule: object) -> None:
         """Write a Hugging Face model folder: weights + config (with label names) + preprocessor config.
