@@ -19,8 +19,7 @@ import logging
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -158,10 +157,13 @@ class RunRecord:
     @property
     def baseline(self) -> Baseline | None:
         """Of the test split when the run was tested, else of the split its accuracy was measured on."""
-        if not self.label_counts:
-            return None
         measured = [split for split in ("test", "val") if f"{split}/acc" in self.tags]
-        return majority_baseline(self.label_counts, (*measured, "test", "val"))
+        for split in (*measured, "test", "val"):
+            row = (self.label_counts or {}).get(split) or {}
+            if sum(row.values()) > 0:  # the largest class's share: the accuracy of always answering it
+                label = max(row, key=row.get)
+                return Baseline(split, label, row[label], sum(row.values()))
+        return None
 
     def alerts(self) -> list[tuple[int, str, str]]:
         """(step, kind, message) of every health alert, in step order; also steps the count marks without text."""
@@ -204,14 +206,12 @@ def read_run(path: str | Path, name: str | None = None) -> RunRecord:
     """One run folder through ``EventAccumulator`` (every point kept, purge applied) plus its ``config.yaml``."""
     path = Path(path)
     check_run_folder(path)
-    events = EventAccumulator(str(path), size_guidance=KEEP_EVERYTHING)
-    with _quiet_purge():
-        events.Reload()
+    events = _reload(path, KEEP_EVERYTHING)
     tags = events.Tags()
     hparams, shown, metric_names = _hparams(_plugin(events, "hparams"))
     config_text = _config_text(path)
     config = _flat_config(config_text) or dict(hparams)
-    texts = {_text_tag(t): _texts(events, t) for t in tags["tensors"] if _plugin_name(events, t) == "text"}
+    texts = {t.removesuffix(TEXT_SUFFIX): _texts(events, t) for t in _plugin(events, "text")}
     counts = texts.get(LABEL_COUNTS_TAG)
     images = events.Images(CONFUSION_MATRIX_TAG) if CONFUSION_MATRIX_TAG in tags["images"] else []
     return RunRecord(
@@ -251,21 +251,19 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return scalars_table(records), summary_table(records)
 
 
-@contextmanager
-def _quiet_purge() -> Iterator[None]:
-    """TensorBoard logs a warning on every resumed session it purges; the report says where the run resumed."""
+def _reload(path: Path, size_guidance: dict[str, int]) -> EventAccumulator:
+    """``path`` (a run folder or one events file) read by ``EventAccumulator``. TensorBoard logs a warning on every
+    resumed session it purges; the report says where the run resumed, so that warning is dropped while reading."""
     tensorboard_log = logging.getLogger("tensorboard")
-    only_others = _DropPurgeNotice()
-    tensorboard_log.addFilter(only_others)
+    tensorboard_log.addFilter(_not_purge_notice)
     try:
-        yield
+        return EventAccumulator(str(path), size_guidance=size_guidance).Reload()
     finally:
-        tensorboard_log.removeFilter(only_others)
+        tensorboard_log.removeFilter(_not_purge_notice)
 
 
-class _DropPurgeNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Detected out of order event.step" not in record.getMessage()
+def _not_purge_notice(record: logging.LogRecord) -> bool:
+    return "Detected out of order event.step" not in record.getMessage()
 
 
 def _plugin(events: EventAccumulator, name: str) -> dict[str, bytes]:
@@ -275,18 +273,10 @@ def _plugin(events: EventAccumulator, name: str) -> dict[str, bytes]:
         return {}
 
 
-def _plugin_name(events: EventAccumulator, tag: str) -> str:
-    return events.SummaryMetadata(tag).plugin_data.plugin_name
-
-
 def _scalars(events: EventAccumulator, tags: Iterable[str]) -> pd.DataFrame:
     rows = [(tag, e.step, e.wall_time, e.value) for tag in tags for e in events.Scalars(tag)]
     frame = pd.DataFrame(rows, columns=["tag", "step", "wall_time", "value"])
     return frame.astype({"tag": str, "step": "int64", "wall_time": "float64", "value": "float64"})
-
-
-def _text_tag(tag: str) -> str:
-    return tag[: -len(TEXT_SUFFIX)] if tag.endswith(TEXT_SUFFIX) else tag
 
 
 def _texts(events: EventAccumulator, tag: str) -> list[tuple[int, str]]:
@@ -301,16 +291,12 @@ def _texts(events: EventAccumulator, tag: str) -> list[tuple[int, str]]:
 
 def _hparams(contents: dict[str, bytes]) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     """(hparams, curated key → display name, metric tag → display name) from the HPARAMS plugin's records."""
-    hparams: dict[str, Any] = {}
-    if "_hparams_/session_start_info" in contents:
-        start = plugin_data_pb2.HParamsPluginData.FromString(contents["_hparams_/session_start_info"])
-        hparams = {key: _value(value) for key, value in sorted(start.session_start_info.hparams.items())}
-    shown: dict[str, str] = {}
-    metrics: dict[str, str] = {}
-    if "_hparams_/experiment" in contents:
-        experiment = plugin_data_pb2.HParamsPluginData.FromString(contents["_hparams_/experiment"]).experiment
-        shown = {i.name: i.display_name or i.name for i in experiment.hparam_infos if i.differs}
-        metrics = {i.name.tag: i.display_name or i.name.tag for i in experiment.metric_infos}
+    # a record the run does not hold parses as an empty message (no hparams, no columns)
+    start = plugin_data_pb2.HParamsPluginData.FromString(contents.get("_hparams_/session_start_info", b""))
+    hparams = {key: _value(value) for key, value in sorted(start.session_start_info.hparams.items())}
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(contents.get("_hparams_/experiment", b"")).experiment
+    shown = {i.name: i.display_name or i.name for i in experiment.hparam_infos if i.differs}
+    metrics = {i.name.tag: i.display_name or i.name.tag for i in experiment.metric_infos}
     if not shown:  # another tool's record: what it chose to log is what it considers the run's hparams
         shown = {key: key for key in hparams}
     return hparams, {k: v for k, v in shown.items() if k in hparams}, metrics
@@ -370,17 +356,6 @@ def _cells(line: str) -> list[str]:
     return [part.strip().replace("\\|", "|") for part in parts]
 
 
-def majority_baseline(counts: dict[str, dict[str, int]], splits: Sequence[str] = ("test", "val")) -> Baseline | None:
-    """The largest class's share of the first of ``splits`` the counts have: the accuracy of always answering it."""
-    for split in splits:
-        row = counts.get(split) or {}
-        total = sum(row.values())
-        if total > 0:
-            label = max(row, key=lambda name: row[name])
-            return Baseline(split, label, row[label], total)
-    return None
-
-
 # ----------------------------------------------------------------------------------------------------------- endings
 def read_ending(path: Path) -> Ending:
     """Sessions and how the last one ended, from each events file read on its own (in the folder's name order).
@@ -393,9 +368,7 @@ def read_ending(path: Path) -> Ending:
 
 
 def file_facts(path: Path) -> FileFacts:
-    events = EventAccumulator(str(path), size_guidance=_FACTS_ONLY)
-    with _quiet_purge():
-        events.Reload()
+    events = _reload(path, _FACTS_ONLY)
     scalar_tags = events.Tags()["scalars"]
     steps = [e.step for tag in scalar_tags for e in events.Scalars(tag)]
     contents = _plugin(events, "hparams")
@@ -424,38 +397,26 @@ def _sessions(files: list[FileFacts]) -> list[Session]:
     sessions = []
     for index, group in enumerate(groups):
         firsts = [f.first_step for f in group if f.first_step is not None]
-        lasts = [f.last_step for f in group if f.last_step is not None]
         ends = [f.end_status for f in group if f.end_status is not None]
+        # where the logger says the run resumed (`run/resumed`), else the first step this session logged
+        resumed = next((f.resumed_step for f in group if f.resumed_step is not None), min(firsts, default=None))
         sessions.append(
             Session(
                 first_step=min(firsts, default=None),
-                last_step=max(lasts, default=None),
+                last_step=max((f.last_step for f in group if f.last_step is not None), default=None),
                 status=ends[-1] if ends else None,
                 has_hparams=any(f.starts_session for f in group),
-                resumed_at=_resumed_at(group, firsts) if index else None,
+                resumed_at=resumed if index else None,
             )
         )
     return sessions
 
 
-def _resumed_at(group: list[FileFacts], firsts: list[int]) -> int | None:
-    """Where the logger says the run resumed (``run/resumed``), else the first step this session logged."""
-    return next((f.resumed_step for f in group if f.resumed_step is not None), min(firsts, default=None))
-
-
 def ending_of(sessions: list[Session]) -> Ending:
     resumed = tuple(s.resumed_at for s in sessions if s.resumed_at is not None)
-    last = sessions[-1] if sessions else None
-    if last is None or not any(s.has_hparams or s.status is not None for s in sessions):
-        state = "unknown"
-    elif last.status == STATUS_SUCCESS:
-        state = "finished"
-    elif last.status == STATUS_FAILURE:
-        state = "failed"
-    elif last.status is None:
-        state = "no end"
-    else:
-        state = "unknown"
+    state = "unknown"  # also when no session recorded a start or an end: another tool's record
+    if any(s.has_hparams or s.status is not None for s in sessions):
+        state = {STATUS_SUCCESS: "finished", STATUS_FAILURE: "failed", None: "no end"}.get(sessions[-1].status, state)
     return Ending(state, resumed, tuple(sessions))
 
 
@@ -550,12 +511,11 @@ def differing_hparams(records: Sequence[RunRecord]) -> pd.DataFrame:
     names = {k: v for r in records for k, v in r.shown.items()}
     keys = sorted({k for p in params for k in p}, key=lambda k: (k not in names, k))
     differ = [k for k in keys if len({repr(p.get(k, "—")) for p in params}) > 1]
-    table = pd.DataFrame(
+    return pd.DataFrame(
         [[p.get(k, "—") for p in params] for k in differ],
         index=[names.get(k, k) for k in differ],
         columns=[r.name for r in records],
     )
-    return table
 
 
 def seed_groups(records: Sequence[RunRecord]) -> list[SeedGroup]:
