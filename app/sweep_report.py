@@ -18,7 +18,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from app.report_html import _e, _figure, _images, _num, _table
+from app.report_html import _e, _figure, _images, _num, _save, _table
 from app.sweep_spec import FAILURE_ATTR, RUN_ATTR, SWEEP_FILE, ranked, reported_value
 from common.errors import TbxFinetuneError
 
@@ -177,8 +177,5 @@ def _parameter_charts(record: StudyRecord, output: Path) -> list[tuple[str, str]
             axes.set_xscale("log")
         if axes.has_data():
             axes.legend(loc="best", fontsize="small")
-            name = f"sweep_{index}.png"
-            figure.savefig(output / name)
-            charts.append((name, f"{record.metric} against {key}"))
-        figure.clear()
+            charts.append(_save(figure, output, f"sweep_{index}.png", f"{record.metric} against {key}"))
     return charts
