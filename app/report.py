@@ -48,7 +48,8 @@ SEED_KEY = "seed_everything"
 _PLUMBING = ("trainer.logger", "ckpt_path", "config")
 """Config keys that differ between any two runs by construction (where a run writes, what it resumed from)."""
 _MAX_WORDS = frozenset({"acc", "accuracy", "f1", "recall", "precision", "auc", "auroc", "top1", "top5"})
-_METRIC_SPLITS = ("val", "test", "train")
+_SPLIT_RANK = {"val": 0, "test": 1, "train": 2}
+"""The splits whose scalars are metrics, in the order the report lists them."""
 ENDED = {
     "finished": "finished",
     "failed": "interrupted or crashed (the session ended with status failure)",
@@ -168,7 +169,7 @@ class RunRecord:
     def alerts(self) -> list[tuple[int, str, str]]:
         """(step, kind, message) of every health alert, in step order; also steps the count marks without text."""
         found = [
-            (step, tag.split("/", 1)[1], _strip_step(text))
+            (step, tag.split("/", 1)[1], re.sub(r"^step \d+:\s*", "", text))
             for tag, items in self.texts.items()
             if tag.startswith("health/")
             for step, text in items
@@ -182,10 +183,6 @@ class RunRecord:
 def tag_safe(name: str) -> str:
     """``name`` as TensorBoard writers put it in a tag (tensorboardX's ``_clean_tag``): other characters → ``_``."""
     return re.sub(r"[^-/\w.]", "_", name).lstrip("/")
-
-
-def _strip_step(text: str) -> str:
-    return re.sub(r"^step \d+:\s*", "", text)
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
@@ -209,7 +206,8 @@ def read_run(path: str | Path, name: str | None = None) -> RunRecord:
     events = _reload(path, KEEP_EVERYTHING)
     tags = events.Tags()
     hparams, shown, metric_names = _hparams(_plugin(events, "hparams"))
-    config_text = _config_text(path)
+    config_file = path / "config.yaml"
+    config_text = config_file.read_text(encoding="utf-8", errors="replace") if config_file.is_file() else None
     config = _flat_config(config_text) or dict(hparams)
     texts = {t.removesuffix(TEXT_SUFFIX): _texts(events, t) for t in _plugin(events, "text")}
     counts = texts.get(LABEL_COUNTS_TAG)
@@ -313,11 +311,6 @@ def _value(value: Any) -> Any:
     return None
 
 
-def _config_text(path: Path) -> str | None:
-    config = path / "config.yaml"
-    return config.read_text(encoding="utf-8", errors="replace") if config.is_file() else None
-
-
 def _flat_config(text: str | None) -> dict[str, Any]:
     """``config.yaml`` flattened to dotted keys, as the HPARAMS keys are; empty when absent or not plain YAML."""
     try:
@@ -364,7 +357,12 @@ def read_ending(path: Path) -> Ending:
     or, in another tool's record, at a file whose first training step is below the steps already written.
     """
     files = sorted((p for p in path.glob(EVENTS_GLOB) if p.is_file()), key=lambda p: p.name)
-    return ending_of(_sessions([file_facts(f) for f in files]))
+    sessions = _sessions([file_facts(f) for f in files])
+    resumed = tuple(s.resumed_at for s in sessions if s.resumed_at is not None)
+    state = "unknown"  # also when no session recorded a start or an end: another tool's record
+    if any(s.has_hparams or s.status is not None for s in sessions):
+        state = {STATUS_SUCCESS: "finished", STATUS_FAILURE: "failed", None: "no end"}.get(sessions[-1].status, state)
+    return Ending(state, resumed, tuple(sessions))
 
 
 def file_facts(path: Path) -> FileFacts:
@@ -412,14 +410,6 @@ def _sessions(files: list[FileFacts]) -> list[Session]:
     return sessions
 
 
-def ending_of(sessions: list[Session]) -> Ending:
-    resumed = tuple(s.resumed_at for s in sessions if s.resumed_at is not None)
-    state = "unknown"  # also when no session recorded a start or an end: another tool's record
-    if any(s.has_hparams or s.status is not None for s in sessions):
-        state = {STATUS_SUCCESS: "finished", STATUS_FAILURE: "failed", None: "no end"}.get(sessions[-1].status, state)
-    return Ending(state, resumed, tuple(sessions))
-
-
 # ----------------------------------------------------------------------------------------------------------- tables
 def direction(tag: str) -> str | None:
     """``max`` for accuracy-like tags, ``min`` for losses, None when better is not known (learning rate, norms)."""
@@ -433,15 +423,10 @@ def direction(tag: str) -> str | None:
 
 def metric_tags(record: RunRecord) -> list[str]:
     """The run's metrics, the HPARAMS ones first (in their order), then by split: val, test, train."""
-    tags = [t for t in record.tags if t.split("/", 1)[0] in _METRIC_SPLITS or (direction(t) and "/" not in t)]
+    tags = [t for t in record.tags if t.split("/", 1)[0] in _SPLIT_RANK or (direction(t) and "/" not in t)]
     declared = [t for t in record.metric_names if t in tags]
-    rest = sorted(set(tags) - set(declared), key=lambda t: (_split_rank(t), t.count("/"), t))
+    rest = sorted(set(tags) - set(declared), key=lambda t: (_SPLIT_RANK.get(t.split("/", 1)[0], 3), t.count("/"), t))
     return declared + rest
-
-
-def _split_rank(tag: str) -> int:
-    head = tag.split("/", 1)[0]
-    return _METRIC_SPLITS.index(head) if head in _METRIC_SPLITS else len(_METRIC_SPLITS)
 
 
 def final_and_best(points: pd.DataFrame, tag: str) -> dict[str, float]:
@@ -478,8 +463,7 @@ def summary_table(records: Sequence[RunRecord]) -> pd.DataFrame:
             "resumed at": ";".join(map(str, record.ending.resumed_at)),
         }
         row |= {display: record.hparams.get(key) for key, display in record.shown.items()}
-        for tag, values in metrics_of(record).items():
-            row |= {f"{tag} {what}": value for what, value in values.items()}
+        row |= {f"{tag} {what}": value for tag, values in metrics_of(record).items() for what, value in values.items()}
         if (baseline := record.baseline) is not None:
             row |= {"majority baseline": baseline.accuracy, "majority baseline split": baseline.split}
         rows.append(row)

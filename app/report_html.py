@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -230,15 +230,12 @@ def _per_class(record: RunRecord) -> str:
     table = pd.DataFrame({kind: t.iloc[:, 0] for kind, t in tables.items() if not t.empty})
     if table.empty:
         return ""
-    return "<h3>Per class (val, final)</h3>\n" + _class_table(table)
+    return "<h3>Per class (val, final)</h3>\n" + _frame(table, "class", _present)
 
 
-def _class_table(table: pd.DataFrame) -> str:
-    """Classes as rows; where a run has no such class, pandas' table holds NaN: shown as a dash."""
-    rows = [
-        [_e(label), *(_num(None if pd.isna(v) else float(v)) for v in values)] for label, values in table.iterrows()
-    ]
-    return _table(["class", *table.columns], rows)
+def _present(value: Any) -> _Cell:
+    """A number of a table built by pandas, where a run without that class holds NaN: shown as a dash."""
+    return _num(None if pd.isna(value) else float(value))
 
 
 # ------------------------------------------------------------------------------------------------ comparison's parts
@@ -246,14 +243,12 @@ def _differing(records: Sequence[RunRecord]) -> str:
     table = differing_hparams(records)
     if table.empty:
         return "<h3>Settings that differ</h3>\n<p>None: the runs have the same settings.</p>"
-    rows = [[_e(name), *(_e(v) for v in values)] for name, values in table.iterrows()]
-    return "<h3>Settings that differ</h3>\n" + _table(["setting", *table.columns], rows)
+    return "<h3>Settings that differ</h3>\n" + _frame(table, "setting", _e)
 
 
 def comparison_tags(records: Sequence[RunRecord]) -> list[str]:
     """The metrics of every run, without the per-class ones, in the first run's order."""
-    tags = [t for r in records for t in metric_tags(r) if not t.startswith(_PER_CLASS)]
-    return list(dict.fromkeys(tags))
+    return list(dict.fromkeys(t for r in records for t in metric_tags(r) if not t.startswith(_PER_CLASS)))
 
 
 def _final_metrics(records: Sequence[RunRecord], summary: pd.DataFrame) -> str:
@@ -306,7 +301,7 @@ def _recall_differences(records: Sequence[RunRecord]) -> str:
         return ""
     return (
         "<h3>Per-class recall (val, final)</h3>\n"
-        + _class_table(table.sort_values("spread", ascending=False))
+        + _frame(table.sort_values("spread", ascending=False), "class", _present)
         + '<p class="muted">Sorted by the spread between runs (largest first).</p>'
     )
 
@@ -442,9 +437,7 @@ def _thin(points: pd.DataFrame) -> pd.DataFrame:
     """At most ~``MAX_DRAWN`` evenly spaced points, the last one kept: for drawing only."""
     if len(points) <= MAX_DRAWN:
         return points
-    stride = math.ceil(len(points) / MAX_DRAWN)
-    kept = points.iloc[::stride]
-    return kept if kept.index[-1] == points.index[-1] else pd.concat([kept, points.iloc[[-1]]])
+    return points.iloc[[*range(0, len(points) - 1, math.ceil(len(points) / MAX_DRAWN)), len(points) - 1]]
 
 
 def _safe(text: str) -> str:
@@ -460,6 +453,11 @@ def _table(header: Iterable[str], rows: Iterable[Sequence[_Cell]]) -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(f"<tr>{''.join(map(_td, row))}</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _frame(table: pd.DataFrame, corner: str, cell: Callable[[Any], _Cell]) -> str:
+    """A pandas table: its index as the first column (headed ``corner``), every value through ``cell``."""
+    return _table([corner, *table.columns], ([_e(label), *map(cell, row)] for label, row in table.iterrows()))
 
 
 def _td(cell: _Cell) -> str:

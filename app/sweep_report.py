@@ -92,18 +92,17 @@ def sweep_section(record: StudyRecord, output: Path) -> str:
 
 def _trials_table(record: StudyRecord) -> str:
     header = ["trial", "state", record.metric, *(k.rsplit(".", 1)[-1] for k in record.space), "run", "note"]
-    rows = []
-    for trial in ranked(record.trials, record.direction):
-        rows.append(
-            [
-                _num(trial.number),
-                _e(trial.state.name.lower()),
-                _num(trial.value),
-                *(_num(trial.params.get(key)) for key in record.space),
-                f'<span class="tag">{_e(Path(trial.user_attrs.get(RUN_ATTR, "")).name or None)}</span>',
-                _e(_note(trial, record.metric)),
-            ]
-        )
+    rows = [
+        [
+            _num(trial.number),
+            _e(trial.state.name.lower()),
+            _num(trial.value),
+            *(_num(trial.params.get(key)) for key in record.space),
+            f'<span class="tag">{_e(Path(trial.user_attrs.get(RUN_ATTR, "")).name or None)}</span>',
+            _e(_note(trial, record.metric)),
+        ]
+        for trial in ranked(record.trials, record.direction)
+    ]
     return _table(header, rows)
 
 
