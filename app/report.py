@@ -78,7 +78,6 @@ class Session:
     first_step: int | None
     last_step: int | None
     status: int | None  # the last session end status, None: no end recorded
-    has_hparams: bool
     resumed_at: int | None  # None for the first session
 
 
@@ -233,13 +232,11 @@ def read_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
     """Every run, checked first (a wrong folder fails before anything is read), named uniquely."""
     for path in paths:
         check_run_folder(Path(path))
-    records, seen = [], {}
-    for path in paths:
-        record = read_run(path)
-        seen[record.name] = seen.get(record.name, 0) + 1
-        if seen[record.name] > 1:  # the same name from two places: keep both apart
-            record.name = f"{record.name} ({seen[record.name]})"
-        records.append(record)
+    records = [read_run(path) for path in paths]
+    names = [r.name for r in records]
+    for index, record in enumerate(records):
+        if record.name in names[:index]:  # the same name from two places: keep both apart
+            record.name = f"{record.name} ({names[:index].count(record.name) + 1})"
     return records
 
 
@@ -357,10 +354,11 @@ def read_ending(path: Path) -> Ending:
     or, in another tool's record, at a file whose first training step is below the steps already written.
     """
     files = sorted((p for p in path.glob(EVENTS_GLOB) if p.is_file()), key=lambda p: p.name)
-    sessions = _sessions([file_facts(f) for f in files])
+    facts = [file_facts(f) for f in files]
+    sessions = _sessions(facts)
     resumed = tuple(s.resumed_at for s in sessions if s.resumed_at is not None)
-    state = "unknown"  # also when no session recorded a start or an end: another tool's record
-    if any(s.has_hparams or s.status is not None for s in sessions):
+    state = "unknown"  # also when no file records a session start or end: another tool's record
+    if any(f.starts_session or f.end_status is not None for f in facts):
         state = {STATUS_SUCCESS: "finished", STATUS_FAILURE: "failed", None: "no end"}.get(sessions[-1].status, state)
     return Ending(state, resumed, tuple(sessions))
 
@@ -384,14 +382,12 @@ def file_facts(path: Path) -> FileFacts:
 
 def _sessions(files: list[FileFacts]) -> list[Session]:
     groups: list[list[FileFacts]] = []
-    written: int | None = None  # the last step written so far
     for facts in files:
+        written = max((f.last_step for group in groups for f in group if f.last_step is not None), default=None)
         goes_back = None not in (facts.first_step, written) and facts.trains and facts.first_step < written
         if not groups or facts.starts_session or goes_back:
             groups.append([])
         groups[-1].append(facts)
-        if facts.last_step is not None:
-            written = max(written if written is not None else facts.last_step, facts.last_step)
     sessions = []
     for index, group in enumerate(groups):
         firsts = [f.first_step for f in group if f.first_step is not None]
@@ -403,7 +399,6 @@ def _sessions(files: list[FileFacts]) -> list[Session]:
                 first_step=min(firsts, default=None),
                 last_step=max((f.last_step for f in group if f.last_step is not None), default=None),
                 status=ends[-1] if ends else None,
-                has_hparams=any(f.starts_session for f in group),
                 resumed_at=resumed if index else None,
             )
         )
@@ -509,8 +504,7 @@ def seed_groups(records: Sequence[RunRecord]) -> list[SeedGroup]:
         if record.seed is None:
             continue
         for group in groups:
-            first = records[group[0]]
-            if _same_but_seed(first, record) and record.seed not in {records[i].seed for i in group}:
+            if _same_but_seed(records[group[0]], record) and record.seed not in {records[i].seed for i in group}:
                 group.append(index)
                 break
         else:
@@ -521,12 +515,10 @@ def seed_groups(records: Sequence[RunRecord]) -> list[SeedGroup]:
 def _same_but_seed(a: RunRecord, b: RunRecord) -> bool:
     """Equal settings once the seed, and any value that is the seed itself in both runs (derived), are set aside."""
     pa, pb = comparable_params(a), comparable_params(b)
-    for key in set(pa) | set(pb):
-        if key == SEED_KEY or pa.get(key, "—") == pb.get(key, "—"):
-            continue
-        if not (pa.get(key) == a.seed and pb.get(key) == b.seed):
-            return False
-    return True
+    return all(
+        key == SEED_KEY or pa.get(key, "—") == pb.get(key, "—") or (pa.get(key) == a.seed and pb.get(key) == b.seed)
+        for key in set(pa) | set(pb)
+    )
 
 
 def comparability_warnings(records: Sequence[RunRecord]) -> list[str]:

@@ -485,5 +485,5 @@ def _e(value: Any) -> str:
     if isinstance(value, bool):
         return html.escape(str(value).lower())
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else html.escape(f"{value:.4g}")
+        return html.escape(f"{value:.4g}")  # (nan stays "nan")
     return html.escape(str(value))
