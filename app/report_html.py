@@ -140,14 +140,12 @@ def _ending(record: RunRecord) -> str:
 
 
 def _hparams(record: RunRecord) -> str:
-    if record.shown:
-        rows = [
-            [f'{_e(name)} <span class="tag">{_e(key)}</span>', _e(record.hparams.get(key))]
-            for key, name in record.shown.items()
-        ]
-        out = "<h3>Hyperparameters</h3>\n" + _table(["setting", "value"], rows)
-    else:
-        out = '<h3>Hyperparameters</h3>\n<p class="muted">The record has no HPARAMS session.</p>'
+    rows = [
+        [f'{_e(name)} <span class="tag">{_e(key)}</span>', _e(record.hparams.get(key))]
+        for key, name in record.shown.items()
+    ]
+    out = "<h3>Hyperparameters</h3>\n"
+    out += _table(["setting", "value"], rows) if rows else '<p class="muted">The record has no HPARAMS session.</p>'
     if record.config_text is not None:
         out += (
             f"<details><summary>Full configuration (config.yaml)</summary><pre>{_e(record.config_text)}</pre></details>"
@@ -397,8 +395,7 @@ def _figure(title: str) -> tuple[Figure, Axes]:
     figure = Figure(figsize=(8.5, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    axes.set_title(_safe(title))
-    axes.set_xlabel("step")
+    axes.set(title=_safe(title), xlabel="step")
     axes.grid(alpha=0.3)
     return figure, axes
 

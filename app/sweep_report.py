@@ -163,8 +163,7 @@ def _parameter_charts(record: StudyRecord, output: Path) -> list[tuple[str, str]
     for index, key in enumerate(record.space):
         short = key.rsplit(".", 1)[-1]
         figure, axes = _figure(f"{record.metric} against {short}")
-        axes.set_xlabel(short)
-        axes.set_ylabel(record.metric)
+        axes.set(xlabel=short, ylabel=record.metric)
         for state, style in ((TrialState.COMPLETE, {"color": "C0"}), (TrialState.PRUNED, {"facecolors": "none"})):
             points = [(t.params[key], reported_value(t)) for t in record.trials if t.state == state and key in t.params]
             points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
