@@ -37,7 +37,7 @@ from loggers.tensorboardx import RESUMED_TAG
 
 KEEP_EVERYTHING = dict.fromkeys(("compressedHistograms", "images", "audio", "scalars", "histograms", "tensors"), 0)
 """``size_guidance`` that keeps every point of every kind (TensorBoard's default samples some kinds down)."""
-_FACTS_ONLY = {**dict.fromkeys(("compressedHistograms", "images", "audio", "histograms", "tensors"), 1), "scalars": 0}
+_FACTS_ONLY = {**dict.fromkeys(KEEP_EVERYTHING, 1), "scalars": 0}
 """Per-file reads need every scalar step but none of the pictures."""
 
 EVENTS_GLOB = "events.out.tfevents.*"
@@ -119,7 +119,6 @@ class RunRecord:
     hparams: dict[str, Any]
     shown: dict[str, str]  # curated hparam key → display name (HPARAMS ``differs``)
     metric_names: dict[str, str]  # metric tag → display name
-    config: dict[str, Any]  # flattened config.yaml, else the hparams
     config_text: str | None
     texts: dict[str, list[tuple[int, str]]]
     confusion_matrix: tuple[int, bytes] | None
@@ -134,6 +133,16 @@ class RunRecord:
     @cached_property
     def _by_tag(self) -> dict[str, pd.DataFrame]:
         return dict(iter(self.scalars.groupby("tag", sort=False)))
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """``config.yaml`` flattened to dotted keys, as the HPARAMS keys are; the hparams when it is absent, empty or
+        not plain YAML."""
+        try:
+            loaded = yaml.safe_load(self.config_text) if self.config_text else None
+        except yaml.YAMLError:
+            loaded = None
+        return (flatten(loaded) if isinstance(loaded, dict) else {}) or dict(self.hparams)
 
     @property
     def seed(self) -> Any:
@@ -207,7 +216,6 @@ def read_run(path: str | Path, name: str | None = None) -> RunRecord:
     hparams, shown, metric_names = _hparams(_plugin(events, "hparams"))
     config_file = path / "config.yaml"
     config_text = config_file.read_text(encoding="utf-8", errors="replace") if config_file.is_file() else None
-    config = _flat_config(config_text) or dict(hparams)
     texts = {t.removesuffix(TEXT_SUFFIX): _texts(events, t) for t in _plugin(events, "text")}
     counts = texts.get(LABEL_COUNTS_TAG)
     images = events.Images(CONFUSION_MATRIX_TAG) if CONFUSION_MATRIX_TAG in tags["images"] else []
@@ -218,7 +226,6 @@ def read_run(path: str | Path, name: str | None = None) -> RunRecord:
         hparams=hparams,
         shown=shown,
         metric_names=metric_names,
-        config=config,
         config_text=config_text,
         texts=texts,
         confusion_matrix=(images[-1].step, images[-1].encoded_image_string) if images else None,
@@ -303,18 +310,7 @@ def _value(value: Any) -> Any:
     if kind == "number_value":
         number = value.number_value
         return int(number) if number.is_integer() and abs(number) < 2**53 else number
-    if kind in ("string_value", "bool_value"):
-        return getattr(value, kind)
-    return None
-
-
-def _flat_config(text: str | None) -> dict[str, Any]:
-    """``config.yaml`` flattened to dotted keys, as the HPARAMS keys are; empty when absent or not plain YAML."""
-    try:
-        loaded = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        return {}
-    return flatten(loaded) if isinstance(loaded, dict) else {}
+    return getattr(value, kind) if kind in ("string_value", "bool_value") else None
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -334,10 +330,9 @@ def parse_label_counts(markdown: str) -> dict[str, dict[str, int]] | None:
         return None
     classes = rows[0][1:]
     try:
-        counts = {row[0]: dict(zip(classes, map(int, row[1:]), strict=True)) for row in rows[1:]}
+        return {row[0]: dict(zip(classes, map(int, row[1:]), strict=True)) for row in rows[1:]}
     except ValueError:  # a cell that is not a count, or a row of another width
         return None
-    return counts or None
 
 
 def _cells(line: str) -> list[str]:
