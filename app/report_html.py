@@ -280,11 +280,8 @@ def _seed_groups(records: Sequence[RunRecord], groups: Sequence[SeedGroup]) -> s
     for group in groups:
         members = [records[i] for i in group.members]
         finals = [metrics_of(r) for r in members]
-        rows = []
-        for tag in tags:
-            values = pd.Series([f[tag]["final"] for f in finals if tag in f], dtype="float64")
-            if len(values):
-                rows.append([_e(tag), _e(values.mean()) + " ± " + _e(values.std()), _num(len(values))])
+        values = {tag: pd.Series([f[tag]["final"] for f in finals if tag in f], dtype="float64") for tag in tags}
+        rows = [[_e(tag), _e(v.mean()) + " ± " + _e(v.std()), _num(len(v))] for tag, v in values.items() if len(v)]
         names = ", ".join(f"{r.name} (seed {r.seed})" for r in members)
         out.append(
             f"<p>{_e(names)}: drawn as one band on the charts below.</p>"

@@ -18,6 +18,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from app.report import EVENTS_GLOB
 from app.report_html import _e, _figure, _images, _num, _save, _table
 from app.sweep_spec import FAILURE_ATTR, RUN_ATTR, SWEEP_FILE, ranked, reported_value
 from common.errors import TbxFinetuneError
@@ -41,7 +42,7 @@ class StudyRecord:
     def runs(self) -> list[Path]:
         """The trials' run folders that hold events, best trial first (what the report compares)."""
         paths = [Path(t.user_attrs[RUN_ATTR]) for t in ranked(self.trials, self.direction) if RUN_ATTR in t.user_attrs]
-        return [p for p in paths if any(p.glob("events.out.tfevents.*"))]
+        return [p for p in paths if any(p.glob(EVENTS_GLOB))]
 
 
 def is_study(path: str | Path) -> bool:
