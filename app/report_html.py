@@ -12,6 +12,7 @@ import html
 import math
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -364,9 +365,9 @@ def comparison_charts(output: Path, records: Sequence[RunRecord], groups: Sequen
 def _comparison_chart(title: str, series: list[tuple[str, list[RunRecord]]], tags: list[str]) -> Figure:
     """Several runs on one chart: colour by run (or seed group), line style by tag."""
     figure, axes = _figure(title)
-    colours = _colours(len(series))
+    palette = colormaps["tab10" if len(series) <= 10 else "tab20"].colors
     styles = ["-", "--", ":"] if tags[0].startswith("train/") else ["-", ":"]
-    for (label, members), colour in zip(series, colours, strict=True):
+    for (label, members), colour in zip(series, cycle(palette)):
         for tag, linestyle in zip(tags, styles, strict=False):
             if len(members) == 1:
                 points = _thin(members[0].points(tag))
@@ -420,11 +421,6 @@ def _band(axes: Axes, members: Sequence[RunRecord], tag: str, colour: Any, lines
     std = stats["std"].fillna(0.0)
     axes.plot(stats["step"], stats["value"], color=colour, linestyle=linestyle, linewidth=1.2)
     axes.fill_between(stats["step"], stats["value"] - std, stats["value"] + std, color=colour, alpha=0.2, linewidth=0)
-
-
-def _colours(count: int) -> list[Any]:
-    palette = colormaps["tab10" if count <= 10 else "tab20"].colors
-    return [palette[i % len(palette)] for i in range(count)]
 
 
 def _thin(points: pd.DataFrame) -> pd.DataFrame:
