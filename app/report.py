@@ -49,7 +49,7 @@ _PLUMBING = ("trainer.logger", "ckpt_path", "config")
 """Config keys that differ between any two runs by construction (where a run writes, what it resumed from)."""
 _MAX_WORDS = frozenset({"acc", "accuracy", "f1", "recall", "precision", "auc", "auroc", "top1", "top5"})
 _SPLIT_RANK = {"val": 0, "test": 1, "train": 2}
-"""The splits whose scalars are metrics, in the order the report lists them."""
+"""The splits whose scalars are metrics, in the order the report lists them (other metric tags: rank 3, after)."""
 ENDED = {
     "finished": "finished",
     "failed": "interrupted or crashed (the session ended with status failure)",
@@ -378,6 +378,7 @@ def file_facts(path: Path) -> FileFacts:
 def _sessions(files: list[FileFacts]) -> list[Session]:
     groups: list[list[FileFacts]] = []
     for facts in files:
+        # the last step the files before this one wrote
         written = max((f.last_step for group in groups for f in group if f.last_step is not None), default=None)
         goes_back = None not in (facts.first_step, written) and facts.trains and facts.first_step < written
         if not groups or facts.starts_session or goes_back:
