@@ -19,8 +19,7 @@ import logging
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -38,7 +37,7 @@ from loggers.tensorboardx import RESUMED_TAG
 
 KEEP_EVERYTHING = dict.fromkeys(("compressedHistograms", "images", "audio", "scalars", "histograms", "tensors"), 0)
 """``size_guidance`` that keeps every point of every kind (TensorBoard's default samples some kinds down)."""
-_FACTS_ONLY = {**dict.fromkeys(("compressedHistograms", "images", "audio", "histograms", "tensors"), 1), "scalars": 0}
+_FACTS_ONLY = {**dict.fromkeys(KEEP_EVERYTHING, 1), "scalars": 0}
 """Per-file reads need every scalar step but none of the pictures."""
 
 EVENTS_GLOB = "events.out.tfevents.*"
@@ -49,7 +48,8 @@ SEED_KEY = "seed_everything"
 _PLUMBING = ("trainer.logger", "ckpt_path", "config")
 """Config keys that differ between any two runs by construction (where a run writes, what it resumed from)."""
 _MAX_WORDS = frozenset({"acc", "accuracy", "f1", "recall", "precision", "auc", "auroc", "top1", "top5"})
-_METRIC_SPLITS = ("val", "test", "train")
+_SPLIT_RANK = {"val": 0, "test": 1, "train": 2}
+"""The splits whose scalars are metrics, in the order the report lists them (other metric tags: rank 3, after)."""
 ENDED = {
     "finished": "finished",
     "failed": "interrupted or crashed (the session ended with status failure)",
@@ -78,7 +78,6 @@ class Session:
     first_step: int | None
     last_step: int | None
     status: int | None  # the last session end status, None: no end recorded
-    has_hparams: bool
     resumed_at: int | None  # None for the first session
 
 
@@ -120,7 +119,6 @@ class RunRecord:
     hparams: dict[str, Any]
     shown: dict[str, str]  # curated hparam key → display name (HPARAMS ``differs``)
     metric_names: dict[str, str]  # metric tag → display name
-    config: dict[str, Any]  # flattened config.yaml, else the hparams
     config_text: str | None
     texts: dict[str, list[tuple[int, str]]]
     confusion_matrix: tuple[int, bytes] | None
@@ -135,6 +133,16 @@ class RunRecord:
     @cached_property
     def _by_tag(self) -> dict[str, pd.DataFrame]:
         return dict(iter(self.scalars.groupby("tag", sort=False)))
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """``config.yaml`` flattened to dotted keys, as the HPARAMS keys are; the hparams when it is absent, empty or
+        not plain YAML."""
+        try:
+            loaded = yaml.safe_load(self.config_text) if self.config_text else None
+        except yaml.YAMLError:
+            loaded = None
+        return (flatten(loaded) if isinstance(loaded, dict) else {}) or dict(self.hparams)
 
     @property
     def seed(self) -> Any:
@@ -158,15 +166,18 @@ class RunRecord:
     @property
     def baseline(self) -> Baseline | None:
         """Of the test split when the run was tested, else of the split its accuracy was measured on."""
-        if not self.label_counts:
-            return None
         measured = [split for split in ("test", "val") if f"{split}/acc" in self.tags]
-        return majority_baseline(self.label_counts, (*measured, "test", "val"))
+        for split in (*measured, "test", "val"):
+            row = (self.label_counts or {}).get(split) or {}
+            if sum(row.values()) > 0:  # the largest class's share: the accuracy of always answering it
+                label = max(row, key=row.get)
+                return Baseline(split, label, row[label], sum(row.values()))
+        return None
 
     def alerts(self) -> list[tuple[int, str, str]]:
         """(step, kind, message) of every health alert, in step order; also steps the count marks without text."""
         found = [
-            (step, tag.split("/", 1)[1], _strip_step(text))
+            (step, tag.split("/", 1)[1], re.sub(r"^step \d+:\s*", "", text))
             for tag, items in self.texts.items()
             if tag.startswith("health/")
             for step, text in items
@@ -180,10 +191,6 @@ class RunRecord:
 def tag_safe(name: str) -> str:
     """``name`` as TensorBoard writers put it in a tag (tensorboardX's ``_clean_tag``): other characters → ``_``."""
     return re.sub(r"[^-/\w.]", "_", name).lstrip("/")
-
-
-def _strip_step(text: str) -> str:
-    return re.sub(r"^step \d+:\s*", "", text)
 
 
 # ----------------------------------------------------------------------------------------------------------- reading
@@ -204,14 +211,12 @@ def read_run(path: str | Path, name: str | None = None) -> RunRecord:
     """One run folder through ``EventAccumulator`` (every point kept, purge applied) plus its ``config.yaml``."""
     path = Path(path)
     check_run_folder(path)
-    events = EventAccumulator(str(path), size_guidance=KEEP_EVERYTHING)
-    with _quiet_purge():
-        events.Reload()
+    events = _reload(path, KEEP_EVERYTHING)
     tags = events.Tags()
     hparams, shown, metric_names = _hparams(_plugin(events, "hparams"))
-    config_text = _config_text(path)
-    config = _flat_config(config_text) or dict(hparams)
-    texts = {_text_tag(t): _texts(events, t) for t in tags["tensors"] if _plugin_name(events, t) == "text"}
+    config_file = path / "config.yaml"
+    config_text = config_file.read_text(encoding="utf-8", errors="replace") if config_file.is_file() else None
+    texts = {t.removesuffix(TEXT_SUFFIX): _texts(events, t) for t in _plugin(events, "text")}
     counts = texts.get(LABEL_COUNTS_TAG)
     images = events.Images(CONFUSION_MATRIX_TAG) if CONFUSION_MATRIX_TAG in tags["images"] else []
     return RunRecord(
@@ -221,7 +226,6 @@ def read_run(path: str | Path, name: str | None = None) -> RunRecord:
         hparams=hparams,
         shown=shown,
         metric_names=metric_names,
-        config=config,
         config_text=config_text,
         texts=texts,
         confusion_matrix=(images[-1].step, images[-1].encoded_image_string) if images else None,
@@ -235,13 +239,11 @@ def read_runs(paths: Sequence[str | Path]) -> list[RunRecord]:
     """Every run, checked first (a wrong folder fails before anything is read), named uniquely."""
     for path in paths:
         check_run_folder(Path(path))
-    records, seen = [], {}
-    for path in paths:
-        record = read_run(path)
-        seen[record.name] = seen.get(record.name, 0) + 1
-        if seen[record.name] > 1:  # the same name from two places: keep both apart
-            record.name = f"{record.name} ({seen[record.name]})"
-        records.append(record)
+    records = [read_run(path) for path in paths]
+    names = [r.name for r in records]
+    for index, record in enumerate(records):
+        if record.name in names[:index]:  # the same name from two places: keep both apart
+            record.name = f"{record.name} ({names[:index].count(record.name) + 1})"
     return records
 
 
@@ -251,21 +253,19 @@ def load_runs(paths: Sequence[str | Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return scalars_table(records), summary_table(records)
 
 
-@contextmanager
-def _quiet_purge() -> Iterator[None]:
-    """TensorBoard logs a warning on every resumed session it purges; the report says where the run resumed."""
+def _reload(path: Path, size_guidance: dict[str, int]) -> EventAccumulator:
+    """``path`` (a run folder or one events file) read by ``EventAccumulator``. TensorBoard logs a warning on every
+    resumed session it purges; the report says where the run resumed, so that warning is dropped while reading."""
     tensorboard_log = logging.getLogger("tensorboard")
-    only_others = _DropPurgeNotice()
-    tensorboard_log.addFilter(only_others)
+    tensorboard_log.addFilter(_not_purge_notice)
     try:
-        yield
+        return EventAccumulator(str(path), size_guidance=size_guidance).Reload()
     finally:
-        tensorboard_log.removeFilter(only_others)
+        tensorboard_log.removeFilter(_not_purge_notice)
 
 
-class _DropPurgeNotice(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Detected out of order event.step" not in record.getMessage()
+def _not_purge_notice(record: logging.LogRecord) -> bool:
+    return "Detected out of order event.step" not in record.getMessage()
 
 
 def _plugin(events: EventAccumulator, name: str) -> dict[str, bytes]:
@@ -275,18 +275,10 @@ def _plugin(events: EventAccumulator, name: str) -> dict[str, bytes]:
         return {}
 
 
-def _plugin_name(events: EventAccumulator, tag: str) -> str:
-    return events.SummaryMetadata(tag).plugin_data.plugin_name
-
-
 def _scalars(events: EventAccumulator, tags: Iterable[str]) -> pd.DataFrame:
     rows = [(tag, e.step, e.wall_time, e.value) for tag in tags for e in events.Scalars(tag)]
     frame = pd.DataFrame(rows, columns=["tag", "step", "wall_time", "value"])
     return frame.astype({"tag": str, "step": "int64", "wall_time": "float64", "value": "float64"})
-
-
-def _text_tag(tag: str) -> str:
-    return tag[: -len(TEXT_SUFFIX)] if tag.endswith(TEXT_SUFFIX) else tag
 
 
 def _texts(events: EventAccumulator, tag: str) -> list[tuple[int, str]]:
@@ -301,16 +293,12 @@ def _texts(events: EventAccumulator, tag: str) -> list[tuple[int, str]]:
 
 def _hparams(contents: dict[str, bytes]) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     """(hparams, curated key → display name, metric tag → display name) from the HPARAMS plugin's records."""
-    hparams: dict[str, Any] = {}
-    if "_hparams_/session_start_info" in contents:
-        start = plugin_data_pb2.HParamsPluginData.FromString(contents["_hparams_/session_start_info"])
-        hparams = {key: _value(value) for key, value in sorted(start.session_start_info.hparams.items())}
-    shown: dict[str, str] = {}
-    metrics: dict[str, str] = {}
-    if "_hparams_/experiment" in contents:
-        experiment = plugin_data_pb2.HParamsPluginData.FromString(contents["_hparams_/experiment"]).experiment
-        shown = {i.name: i.display_name or i.name for i in experiment.hparam_infos if i.differs}
-        metrics = {i.name.tag: i.display_name or i.name.tag for i in experiment.metric_infos}
+    # a record the run does not hold parses as an empty message (no hparams, no columns)
+    start = plugin_data_pb2.HParamsPluginData.FromString(contents.get("_hparams_/session_start_info", b""))
+    hparams = {key: _value(value) for key, value in sorted(start.session_start_info.hparams.items())}
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(contents.get("_hparams_/experiment", b"")).experiment
+    shown = {i.name: i.display_name or i.name for i in experiment.hparam_infos if i.differs}
+    metrics = {i.name.tag: i.display_name or i.name.tag for i in experiment.metric_infos}
     if not shown:  # another tool's record: what it chose to log is what it considers the run's hparams
         shown = {key: key for key in hparams}
     return hparams, {k: v for k, v in shown.items() if k in hparams}, metrics
@@ -322,23 +310,7 @@ def _value(value: Any) -> Any:
     if kind == "number_value":
         number = value.number_value
         return int(number) if number.is_integer() and abs(number) < 2**53 else number
-    if kind in ("string_value", "bool_value"):
-        return getattr(value, kind)
-    return None
-
-
-def _config_text(path: Path) -> str | None:
-    config = path / "config.yaml"
-    return config.read_text(encoding="utf-8", errors="replace") if config.is_file() else None
-
-
-def _flat_config(text: str | None) -> dict[str, Any]:
-    """``config.yaml`` flattened to dotted keys, as the HPARAMS keys are; empty when absent or not plain YAML."""
-    try:
-        loaded = yaml.safe_load(text) if text else None
-    except yaml.YAMLError:
-        return {}
-    return flatten(loaded) if isinstance(loaded, dict) else {}
+    return getattr(value, kind) if kind in ("string_value", "bool_value") else None
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -358,27 +330,15 @@ def parse_label_counts(markdown: str) -> dict[str, dict[str, int]] | None:
         return None
     classes = rows[0][1:]
     try:
-        counts = {row[0]: dict(zip(classes, map(int, row[1:]), strict=True)) for row in rows[1:]}
+        return {row[0]: dict(zip(classes, map(int, row[1:]), strict=True)) for row in rows[1:]}
     except ValueError:  # a cell that is not a count, or a row of another width
         return None
-    return counts or None
 
 
 def _cells(line: str) -> list[str]:
     """A markdown table row's cells; ``\\|`` is a literal bar inside a cell (a class name may hold one)."""
     parts = re.split(r"(?<!\\)\|", line.strip())[1:-1]
     return [part.strip().replace("\\|", "|") for part in parts]
-
-
-def majority_baseline(counts: dict[str, dict[str, int]], splits: Sequence[str] = ("test", "val")) -> Baseline | None:
-    """The largest class's share of the first of ``splits`` the counts have: the accuracy of always answering it."""
-    for split in splits:
-        row = counts.get(split) or {}
-        total = sum(row.values())
-        if total > 0:
-            label = max(row, key=lambda name: row[name])
-            return Baseline(split, label, row[label], total)
-    return None
 
 
 # ----------------------------------------------------------------------------------------------------------- endings
@@ -389,13 +349,17 @@ def read_ending(path: Path) -> Ending:
     or, in another tool's record, at a file whose first training step is below the steps already written.
     """
     files = sorted((p for p in path.glob(EVENTS_GLOB) if p.is_file()), key=lambda p: p.name)
-    return ending_of(_sessions([file_facts(f) for f in files]))
+    facts = [file_facts(f) for f in files]
+    sessions = _sessions(facts)
+    resumed = tuple(s.resumed_at for s in sessions if s.resumed_at is not None)
+    state = "unknown"  # also when no file records a session start or end: another tool's record
+    if any(f.starts_session or f.end_status is not None for f in facts):
+        state = {STATUS_SUCCESS: "finished", STATUS_FAILURE: "failed", None: "no end"}.get(sessions[-1].status, state)
+    return Ending(state, resumed, tuple(sessions))
 
 
 def file_facts(path: Path) -> FileFacts:
-    events = EventAccumulator(str(path), size_guidance=_FACTS_ONLY)
-    with _quiet_purge():
-        events.Reload()
+    events = _reload(path, _FACTS_ONLY)
     scalar_tags = events.Tags()["scalars"]
     steps = [e.step for tag in scalar_tags for e in events.Scalars(tag)]
     contents = _plugin(events, "hparams")
@@ -413,50 +377,28 @@ def file_facts(path: Path) -> FileFacts:
 
 def _sessions(files: list[FileFacts]) -> list[Session]:
     groups: list[list[FileFacts]] = []
-    written: int | None = None  # the last step written so far
     for facts in files:
+        # the last step the files before this one wrote
+        written = max((f.last_step for group in groups for f in group if f.last_step is not None), default=None)
         goes_back = None not in (facts.first_step, written) and facts.trains and facts.first_step < written
         if not groups or facts.starts_session or goes_back:
             groups.append([])
         groups[-1].append(facts)
-        if facts.last_step is not None:
-            written = max(written if written is not None else facts.last_step, facts.last_step)
     sessions = []
     for index, group in enumerate(groups):
         firsts = [f.first_step for f in group if f.first_step is not None]
-        lasts = [f.last_step for f in group if f.last_step is not None]
         ends = [f.end_status for f in group if f.end_status is not None]
+        # where the logger says the run resumed (`run/resumed`), else the first step this session logged
+        resumed = next((f.resumed_step for f in group if f.resumed_step is not None), min(firsts, default=None))
         sessions.append(
             Session(
                 first_step=min(firsts, default=None),
-                last_step=max(lasts, default=None),
+                last_step=max((f.last_step for f in group if f.last_step is not None), default=None),
                 status=ends[-1] if ends else None,
-                has_hparams=any(f.starts_session for f in group),
-                resumed_at=_resumed_at(group, firsts) if index else None,
+                resumed_at=resumed if index else None,
             )
         )
     return sessions
-
-
-def _resumed_at(group: list[FileFacts], firsts: list[int]) -> int | None:
-    """Where the logger says the run resumed (``run/resumed``), else the first step this session logged."""
-    return next((f.resumed_step for f in group if f.resumed_step is not None), min(firsts, default=None))
-
-
-def ending_of(sessions: list[Session]) -> Ending:
-    resumed = tuple(s.resumed_at for s in sessions if s.resumed_at is not None)
-    last = sessions[-1] if sessions else None
-    if last is None or not any(s.has_hparams or s.status is not None for s in sessions):
-        state = "unknown"
-    elif last.status == STATUS_SUCCESS:
-        state = "finished"
-    elif last.status == STATUS_FAILURE:
-        state = "failed"
-    elif last.status is None:
-        state = "no end"
-    else:
-        state = "unknown"
-    return Ending(state, resumed, tuple(sessions))
 
 
 # ----------------------------------------------------------------------------------------------------------- tables
@@ -472,15 +414,10 @@ def direction(tag: str) -> str | None:
 
 def metric_tags(record: RunRecord) -> list[str]:
     """The run's metrics, the HPARAMS ones first (in their order), then by split: val, test, train."""
-    tags = [t for t in record.tags if t.split("/", 1)[0] in _METRIC_SPLITS or (direction(t) and "/" not in t)]
+    tags = [t for t in record.tags if t.split("/", 1)[0] in _SPLIT_RANK or (direction(t) and "/" not in t)]
     declared = [t for t in record.metric_names if t in tags]
-    rest = sorted(set(tags) - set(declared), key=lambda t: (_split_rank(t), t.count("/"), t))
+    rest = sorted(set(tags) - set(declared), key=lambda t: (_SPLIT_RANK.get(t.split("/", 1)[0], 3), t.count("/"), t))
     return declared + rest
-
-
-def _split_rank(tag: str) -> int:
-    head = tag.split("/", 1)[0]
-    return _METRIC_SPLITS.index(head) if head in _METRIC_SPLITS else len(_METRIC_SPLITS)
 
 
 def final_and_best(points: pd.DataFrame, tag: str) -> dict[str, float]:
@@ -517,8 +454,7 @@ def summary_table(records: Sequence[RunRecord]) -> pd.DataFrame:
             "resumed at": ";".join(map(str, record.ending.resumed_at)),
         }
         row |= {display: record.hparams.get(key) for key, display in record.shown.items()}
-        for tag, values in metrics_of(record).items():
-            row |= {f"{tag} {what}": value for what, value in values.items()}
+        row |= {f"{tag} {what}": value for tag, values in metrics_of(record).items() for what, value in values.items()}
         if (baseline := record.baseline) is not None:
             row |= {"majority baseline": baseline.accuracy, "majority baseline split": baseline.split}
         rows.append(row)
@@ -550,12 +486,11 @@ def differing_hparams(records: Sequence[RunRecord]) -> pd.DataFrame:
     names = {k: v for r in records for k, v in r.shown.items()}
     keys = sorted({k for p in params for k in p}, key=lambda k: (k not in names, k))
     differ = [k for k in keys if len({repr(p.get(k, "—")) for p in params}) > 1]
-    table = pd.DataFrame(
+    return pd.DataFrame(
         [[p.get(k, "—") for p in params] for k in differ],
         index=[names.get(k, k) for k in differ],
         columns=[r.name for r in records],
     )
-    return table
 
 
 def seed_groups(records: Sequence[RunRecord]) -> list[SeedGroup]:
@@ -565,8 +500,7 @@ def seed_groups(records: Sequence[RunRecord]) -> list[SeedGroup]:
         if record.seed is None:
             continue
         for group in groups:
-            first = records[group[0]]
-            if _same_but_seed(first, record) and record.seed not in {records[i].seed for i in group}:
+            if _same_but_seed(records[group[0]], record) and record.seed not in {records[i].seed for i in group}:
                 group.append(index)
                 break
         else:
@@ -577,12 +511,10 @@ def seed_groups(records: Sequence[RunRecord]) -> list[SeedGroup]:
 def _same_but_seed(a: RunRecord, b: RunRecord) -> bool:
     """Equal settings once the seed, and any value that is the seed itself in both runs (derived), are set aside."""
     pa, pb = comparable_params(a), comparable_params(b)
-    for key in set(pa) | set(pb):
-        if key == SEED_KEY or pa.get(key, "—") == pb.get(key, "—"):
-            continue
-        if not (pa.get(key) == a.seed and pb.get(key) == b.seed):
-            return False
-    return True
+    return all(
+        key == SEED_KEY or pa.get(key, "—") == pb.get(key, "—") or (pa.get(key) == a.seed and pb.get(key) == b.seed)
+        for key in set(pa) | set(pb)
+    )
 
 
 def comparability_warnings(records: Sequence[RunRecord]) -> list[str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from itertools import cycle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,9 @@ from app.report import (
 
 if TYPE_CHECKING:
     from app.report import Baseline, RunRecord, SeedGroup
+
+_Cell = str | tuple[str, str]
+"""A table cell's HTML, or its HTML and a CSS class."""
 
 MAX_DRAWN = 2000
 """Points per curve drawn; a longer curve is thinned to about this many (a chart is ~800 px wide)."""
@@ -64,7 +68,6 @@ details.run > summary { font-size: 1.3rem; margin-top: 1.4rem; }
 def write_page(records: Sequence[RunRecord], summary: pd.DataFrame, output: Path, sections: Sequence[str] = ()) -> Path:
     """Draw the charts into ``output`` and write ``output/index.html``; return the page's path. ``sections``: HTML
     drawn by others (a sweep's), placed before the comparison of the runs."""
-    charts = Charts(output)
     title = records[0].name if len(records) == 1 else f"{len(records)} runs"
     body = [
         f"<h1>Training report: {_e(title)}</h1>",
@@ -74,8 +77,8 @@ def write_page(records: Sequence[RunRecord], summary: pd.DataFrame, output: Path
     ]
     body += sections
     if len(records) > 1:
-        body.append(comparison_section(records, summary, charts))
-    body += [run_section(i, r, charts, folded=len(records) > 1) for i, r in enumerate(records)]
+        body.append(comparison_section(records, summary, output))
+    body += [run_section(i, r, output, folded=len(records) > 1) for i, r in enumerate(records)]
     page = (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{_e(title)} · tbx-finetune report</title>\n<style>{_CSS}</style>\n</head>\n<body>\n"
@@ -87,7 +90,7 @@ def write_page(records: Sequence[RunRecord], summary: pd.DataFrame, output: Path
     return index
 
 
-def run_section(index: int, record: RunRecord, charts: Charts, folded: bool = False) -> str:
+def run_section(index: int, record: RunRecord, output: Path, folded: bool = False) -> str:
     """Everything about one run; folded in ``<details>`` on a page comparing several."""
     parts = [
         f'<p class="muted">Folder: <span class="tag">{_e(record.path)}</span></p>',
@@ -96,9 +99,9 @@ def run_section(index: int, record: RunRecord, charts: Charts, folded: bool = Fa
         _metrics(record),
         _baseline(record),
         _data(record),
-        _images(charts.run_charts(index, record)),
+        _images(run_charts(output, index, record)),
         _alerts(record),
-        _confusion_matrix(index, record, charts.output),
+        _confusion_matrix(index, record, output),
         _per_class(record),
     ]
     content = "\n".join(p for p in parts if p)
@@ -109,12 +112,12 @@ def run_section(index: int, record: RunRecord, charts: Charts, folded: bool = Fa
     return f'<section id="run-{index}">\n<h2>{_e(record.name)}</h2>\n{content}\n</section>'
 
 
-def comparison_section(records: Sequence[RunRecord], summary: pd.DataFrame, charts: Charts) -> str:
+def comparison_section(records: Sequence[RunRecord], summary: pd.DataFrame, output: Path) -> str:
     groups = seed_groups(records)
     parts = [f"<h2>Comparison of {len(records)} runs</h2>"]
     parts += [f'<div class="warning"><b>Not comparable:</b> {_e(w)}</div>' for w in comparability_warnings(records)]
     parts += [_differing(records), _final_metrics(records, summary), _seed_groups(records, groups)]
-    parts += [_recall_differences(records), _images(charts.comparison_charts(records, groups))]
+    parts += [_recall_differences(records), _images(comparison_charts(output, records, groups))]
     return "\n".join(p for p in parts if p)
 
 
@@ -138,14 +141,12 @@ def _ending(record: RunRecord) -> str:
 
 
 def _hparams(record: RunRecord) -> str:
-    if record.shown:
-        rows = [
-            [f'{_e(name)} <span class="tag">{_e(key)}</span>', _e(record.hparams.get(key))]
-            for key, name in record.shown.items()
-        ]
-        out = "<h3>Hyperparameters</h3>\n" + _table(["setting", "value"], rows)
-    else:
-        out = '<h3>Hyperparameters</h3>\n<p class="muted">The record has no HPARAMS session.</p>'
+    rows = [
+        [f'{_e(name)} <span class="tag">{_e(key)}</span>', _e(record.hparams.get(key))]
+        for key, name in record.shown.items()
+    ]
+    out = "<h3>Hyperparameters</h3>\n"
+    out += _table(["setting", "value"], rows) if rows else '<p class="muted">The record has no HPARAMS session.</p>'
     if record.config_text is not None:
         out += (
             f"<details><summary>Full configuration (config.yaml)</summary><pre>{_e(record.config_text)}</pre></details>"
@@ -208,10 +209,8 @@ def _data(record: RunRecord) -> str:
 def _alerts(record: RunRecord) -> str:
     alerts = record.alerts()
     if not alerts:
-        checked = "health/alerts" in record.tags
-        return "<h3>Health alerts</h3>\n" + (
-            '<p class="muted">None.</p>' if checked else '<p class="muted">No gradient health record.</p>'
-        )
+        none = "None." if "health/alerts" in record.tags else "No gradient health record."
+        return f'<h3>Health alerts</h3>\n<p class="muted">{none}</p>'
     rows = [[_num(step), _e(kind), _e(message)] for step, kind, message in alerts]
     return "<h3>Health alerts</h3>\n<p>Marked on the loss curve.</p>" + _table(["step", "kind", "message"], rows)
 
@@ -230,8 +229,12 @@ def _per_class(record: RunRecord) -> str:
     table = pd.DataFrame({kind: t.iloc[:, 0] for kind, t in tables.items() if not t.empty})
     if table.empty:
         return ""
-    rows = [[_e(label), *(_present(v) for v in values)] for label, values in table.iterrows()]
-    return "<h3>Per class (val, final)</h3>\n" + _table(["class", *table.columns], rows)
+    return "<h3>Per class (val, final)</h3>\n" + _frame(table, "class", _present)
+
+
+def _present(value: Any) -> _Cell:
+    """A number of a table built by pandas, where a run without that class holds NaN: shown as a dash."""
+    return _num(None if pd.isna(value) else float(value))
 
 
 # ------------------------------------------------------------------------------------------------ comparison's parts
@@ -239,14 +242,12 @@ def _differing(records: Sequence[RunRecord]) -> str:
     table = differing_hparams(records)
     if table.empty:
         return "<h3>Settings that differ</h3>\n<p>None: the runs have the same settings.</p>"
-    rows = [[_e(name), *(_e(v) for v in values)] for name, values in table.iterrows()]
-    return "<h3>Settings that differ</h3>\n" + _table(["setting", *table.columns], rows)
+    return "<h3>Settings that differ</h3>\n" + _frame(table, "setting", _e)
 
 
 def comparison_tags(records: Sequence[RunRecord]) -> list[str]:
     """The metrics of every run, without the per-class ones, in the first run's order."""
-    tags = [t for r in records for t in metric_tags(r) if not t.startswith(_PER_CLASS)]
-    return list(dict.fromkeys(tags))
+    return list(dict.fromkeys(t for r in records for t in metric_tags(r) if not t.startswith(_PER_CLASS)))
 
 
 def _final_metrics(records: Sequence[RunRecord], summary: pd.DataFrame) -> str:
@@ -263,7 +264,7 @@ def _final_metrics(records: Sequence[RunRecord], summary: pd.DataFrame) -> str:
         for record, final in zip(records, finals, strict=True):
             value = _e(final[tag]["final"]) if tag in final else "—"
             marked = record.name in best.get(tag, ())
-            cells.append(_Cell(value + " ★", "best num") if marked else _Cell(value, "num"))
+            cells.append((value + " ★", "best num") if marked else (value, "num"))
         rows.append(cells)
     return (
         "<h3>Final metrics</h3>\n"
@@ -280,11 +281,8 @@ def _seed_groups(records: Sequence[RunRecord], groups: Sequence[SeedGroup]) -> s
     for group in groups:
         members = [records[i] for i in group.members]
         finals = [metrics_of(r) for r in members]
-        rows = []
-        for tag in tags:
-            values = pd.Series([f[tag]["final"] for f in finals if tag in f], dtype="float64")
-            if len(values):
-                rows.append([_e(tag), _num(values.mean()) + " ± " + _num(values.std()), _num(len(values))])
+        values = {tag: pd.Series([f[tag]["final"] for f in finals if tag in f], dtype="float64") for tag in tags}
+        rows = [[_e(tag), _e(v.mean()) + " ± " + _e(v.std()), _num(len(v))] for tag, v in values.items() if len(v)]
         names = ", ".join(f"{r.name} (seed {r.seed})" for r in members)
         out.append(
             f"<p>{_e(names)}: drawn as one band on the charts below.</p>"
@@ -297,105 +295,97 @@ def _recall_differences(records: Sequence[RunRecord]) -> str:
     table = per_class_table(records, "recall")
     if table.empty:
         return ""
-    table = table.sort_values("spread", ascending=False)
-    rows = [[_e(label), *(_present(v) for v in values)] for label, values in table.iterrows()]
     return (
         "<h3>Per-class recall (val, final)</h3>\n"
-        + _table(["class", *table.columns], rows)
+        + _frame(table.sort_values("spread", ascending=False), "class", _present)
         + '<p class="muted">Sorted by the spread between runs (largest first).</p>'
     )
 
 
 # ----------------------------------------------------------------------------------------------------------- charts
-class Charts:
-    """Draws the report's PNGs into ``output`` and returns (file name, caption) pairs for the page."""
+def run_charts(output: Path, index: int, record: RunRecord) -> list[tuple[str, str]]:
+    """One run's charts, drawn into ``output``: (file name, caption) pairs for the page."""
+    alerts = sorted({step for step, _, _ in record.alerts()})
+    specs = [
+        ("loss", "Loss: train vs val", ["train/loss", "train/loss_epoch", "val/loss", "test/loss"], alerts, None),
+        ("accuracy", "Accuracy: train vs val", ["train/acc", "val/acc", "test/acc"], [], record.baseline),
+        ("lr", "Learning rate", [t for t in record.tags if t.startswith("lr-")], [], None),
+        ("grad_norm", "Total gradient norm", ["grad_norm/total"], alerts, None),
+    ]
+    out = []
+    for key, title, tags, marks, line in specs:
+        present = [t for t in tags if t in record.tags]
+        if present:
+            out.append(_save(_run_chart(title, record, present, marks, line), output, f"run{index}_{key}.png", title))
+    return out
 
-    def __init__(self, output: Path) -> None:
-        self.output = output
 
-    def run_charts(self, index: int, record: RunRecord) -> list[tuple[str, str]]:
-        alerts = sorted({step for step, _, _ in record.alerts()})
-        baseline = record.baseline
-        specs = [
-            ("loss", "Loss: train vs val", ["train/loss", "train/loss_epoch", "val/loss", "test/loss"], alerts, None),
-            ("accuracy", "Accuracy: train vs val", ["train/acc", "val/acc", "test/acc"], [], baseline),
-            ("lr", "Learning rate", [t for t in record.tags if t.startswith("lr-")], [], None),
-            ("grad_norm", "Total gradient norm", ["grad_norm/total"], alerts, None),
-        ]
-        out = []
-        for key, title, tags, marks, line in specs:
-            present = [t for t in tags if t in record.tags]
-            if present:
-                name = f"run{index}_{key}.png"
-                self._run_chart(name, title, record, present, marks, line)
-                out.append((name, title))
-        return out
+def _run_chart(title: str, record: RunRecord, tags: list[str], marks: list[int], line: Baseline | None) -> Figure:
+    """One run's curves on one chart: colour by split, test as a single marker, alerts as vertical lines."""
+    figure, axes = _figure(title)
+    for number, tag in enumerate(tags):
+        points = _thin(record.points(tag))
+        style = {"marker": "o", "markersize": 3} if len(points) <= 50 else {"linewidth": 1}
+        if tag.startswith("test/"):
+            style = {"marker": "X", "markersize": 9, "linestyle": "none"}
+        elif tag.endswith("_epoch"):  # the epoch mean of a per-step curve: same colour, dashed
+            style["linestyle"] = "--"
+        colour = _SPLIT_COLOURS.get(tag.split("/", 1)[0], f"C{number}")
+        axes.plot(points["step"], points["value"], label=_safe(tag), color=colour, **style)
+    for step in marks:
+        axes.axvline(step, color="#cf222e", linestyle=":", linewidth=1.2, alpha=0.8)
+    if marks:
+        axes.plot([], [], color="#cf222e", linestyle=":", label=f"health alert ({len(marks)})")
+    if line is not None:
+        label = f"majority baseline ({line.split}: {line.label}) {line.accuracy:.3g}"
+        axes.axhline(line.accuracy, color="#6e7781", linestyle="--", linewidth=1, label=_safe(label))
+    if "grad_norm/total" in tags and (record.points("grad_norm/total")["value"] > 0).all():
+        axes.set_yscale("log")
+    axes.legend(fontsize=8)
+    return figure
 
-    def _run_chart(
-        self, name: str, title: str, record: RunRecord, tags: list[str], marks: list[int], line: Baseline | None
-    ) -> None:
-        """One run's curves on one chart: colour by split, test as a single marker, alerts as vertical lines."""
-        figure, axes = _figure(title)
-        for number, tag in enumerate(tags):
-            points = _thin(record.points(tag))
-            style = {"marker": "o", "markersize": 3} if len(points) <= 50 else {"linewidth": 1}
-            if tag.startswith("test/"):
-                style = {"marker": "X", "markersize": 9, "linestyle": "none"}
-            elif tag.endswith("_epoch"):  # the epoch mean of a per-step curve: same colour, dashed
-                style["linestyle"] = "--"
-            colour = _SPLIT_COLOURS.get(tag.split("/", 1)[0], f"C{number}")
-            axes.plot(points["step"], points["value"], label=_safe(tag), color=colour, **style)
-        for step in marks:
-            axes.axvline(step, color="#cf222e", linestyle=":", linewidth=1.2, alpha=0.8)
-        if marks:
-            axes.plot([], [], color="#cf222e", linestyle=":", label=f"health alert ({len(marks)})")
-        if line is not None:
-            label = f"majority baseline ({line.split}: {line.label}) {line.accuracy:.3g}"
-            axes.axhline(line.accuracy, color="#6e7781", linestyle="--", linewidth=1, label=_safe(label))
-        if name.endswith("grad_norm.png") and (record.points("grad_norm/total")["value"] > 0).all():
-            axes.set_yscale("log")
-        axes.legend(fontsize=8)
-        self._save(figure, name)
 
-    def comparison_charts(self, records: Sequence[RunRecord], groups: Sequence[SeedGroup]) -> list[tuple[str, str]]:
-        series = _series(records, groups)
-        lr = sorted({t for r in records for t in r.tags if t.startswith("lr-")})[:1]  # one parameter group's
-        specs = [
-            ("compare_loss", "Loss (solid: train, dashed: val)", ["train/loss", "val/loss"]),
-            ("compare_accuracy", "Accuracy (solid: val, dotted: train)", ["val/acc", "train/acc"]),
-            ("compare_f1", "F1 (solid: val)", ["val/f1"]),
-            ("compare_lr", f"Learning rate ({', '.join(lr)})", lr),
-        ]
-        out = []
-        for name, title, tags in specs:
-            if any(t in r.tags for r in records for t in tags):
-                self._comparison_chart(f"{name}.png", title, series, tags)
-                out.append((f"{name}.png", title))
-        return out
+def comparison_charts(output: Path, records: Sequence[RunRecord], groups: Sequence[SeedGroup]) -> list[tuple[str, str]]:
+    """The comparison's charts, drawn into ``output``: (file name, caption) pairs for the page."""
+    series = _series(records, groups)
+    lr = sorted({t for r in records for t in r.tags if t.startswith("lr-")})[:1]  # one parameter group's
+    specs = [
+        ("compare_loss", "Loss (solid: train, dashed: val)", ["train/loss", "val/loss"]),
+        ("compare_accuracy", "Accuracy (solid: val, dotted: train)", ["val/acc", "train/acc"]),
+        ("compare_f1", "F1 (solid: val)", ["val/f1"]),
+        ("compare_lr", f"Learning rate ({', '.join(lr)})", lr),
+    ]
+    return [
+        _save(_comparison_chart(title, series, tags), output, f"{name}.png", title)
+        for name, title, tags in specs
+        if any(t in r.tags for r in records for t in tags)
+    ]
 
-    def _comparison_chart(
-        self, name: str, title: str, series: list[tuple[str, list[RunRecord]]], tags: list[str]
-    ) -> None:
-        """Several runs on one chart: colour by run (or seed group), line style by tag."""
-        figure, axes = _figure(title)
-        colours = _colours(len(series))
-        styles = ["-", "--", ":"] if tags[0].startswith("train/") else ["-", ":"]
-        for (label, members), colour in zip(series, colours, strict=True):
-            for tag, linestyle in zip(tags, styles, strict=False):
-                if len(members) == 1:
-                    points = _thin(members[0].points(tag))
-                    marker = "o" if 0 < len(points) <= 50 else None
-                    axes.plot(points["step"], points["value"], color=colour, linestyle=linestyle, marker=marker,
-                              markersize=3, linewidth=1)  # fmt: skip
-                else:
-                    _band(axes, members, tag, colour, linestyle)
-            axes.plot([], [], color=colour, linewidth=3, label=_safe(label))
-        axes.legend(fontsize=8)
-        self._save(figure, name)
 
-    def _save(self, figure: Figure, name: str) -> None:
-        figure.savefig(self.output / name)
-        figure.clear()
+def _comparison_chart(title: str, series: list[tuple[str, list[RunRecord]]], tags: list[str]) -> Figure:
+    """Several runs on one chart: colour by run (or seed group), line style by tag."""
+    figure, axes = _figure(title)
+    palette = colormaps["tab10" if len(series) <= 10 else "tab20"].colors
+    styles = ["-", "--", ":"] if tags[0].startswith("train/") else ["-", ":"]
+    for (label, members), colour in zip(series, cycle(palette)):
+        for tag, linestyle in zip(tags, styles, strict=False):
+            if len(members) == 1:
+                points = _thin(members[0].points(tag))
+                marker = "o" if 0 < len(points) <= 50 else None
+                axes.plot(points["step"], points["value"], color=colour, linestyle=linestyle, marker=marker,
+                          markersize=3, linewidth=1)  # fmt: skip
+            else:
+                _band(axes, members, tag, colour, linestyle)
+        axes.plot([], [], color=colour, linewidth=3, label=_safe(label))
+    axes.legend(fontsize=8)
+    return figure
+
+
+def _save(figure: Figure, output: Path, name: str, caption: str) -> tuple[str, str]:
+    """Write the chart as ``output/name`` and let its figure go; (file name, caption) for the page."""
+    figure.savefig(output / name)
+    figure.clear()
+    return name, caption
 
 
 def _figure(title: str) -> tuple[Figure, Axes]:
@@ -403,8 +393,7 @@ def _figure(title: str) -> tuple[Figure, Axes]:
     figure = Figure(figsize=(8.5, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    axes.set_title(_safe(title))
-    axes.set_xlabel("step")
+    axes.set(title=_safe(title), xlabel="step")
     axes.grid(alpha=0.3)
     return figure, axes
 
@@ -434,18 +423,11 @@ def _band(axes: Axes, members: Sequence[RunRecord], tag: str, colour: Any, lines
     axes.fill_between(stats["step"], stats["value"] - std, stats["value"] + std, color=colour, alpha=0.2, linewidth=0)
 
 
-def _colours(count: int) -> list[Any]:
-    palette = colormaps["tab10" if count <= 10 else "tab20"].colors
-    return [palette[i % len(palette)] for i in range(count)]
-
-
 def _thin(points: pd.DataFrame) -> pd.DataFrame:
     """At most ~``MAX_DRAWN`` evenly spaced points, the last one kept: for drawing only."""
     if len(points) <= MAX_DRAWN:
         return points
-    stride = math.ceil(len(points) / MAX_DRAWN)
-    kept = points.iloc[::stride]
-    return kept if kept.index[-1] == points.index[-1] else pd.concat([kept, points.iloc[[-1]]])
+    return points.iloc[[*range(0, len(points) - 1, math.ceil(len(points) / MAX_DRAWN)), len(points) - 1]]
 
 
 def _safe(text: str) -> str:
@@ -455,25 +437,21 @@ def _safe(text: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------- HTML bits
-class _Cell(str):
-    """A table cell's HTML with a CSS class."""
-
-    css: str
-
-    def __new__(cls, content: str, css: str) -> _Cell:
-        cell = super().__new__(cls, content)
-        cell.css = css
-        return cell
-
-
-def _table(header: Iterable[str], rows: Iterable[Sequence[str]]) -> str:
-    """Rows of cells that are HTML already (escaped by the caller); the header is plain text, escaped here."""
+def _table(header: Iterable[str], rows: Iterable[Sequence[_Cell]]) -> str:
+    """Rows of cells that are HTML already (escaped by the caller), a cell with a CSS class as ``(html, class)``;
+    the header is plain text, escaped here."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = []
-    for row in rows:
-        cells = "".join(f'<td class="{c.css}">{c}</td>' if isinstance(c, _Cell) else f"<td>{c}</td>" for c in row)
-        body.append(f"<tr>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    body = "".join(f"<tr>{''.join(map(_td, row))}</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _frame(table: pd.DataFrame, corner: str, cell: Callable[[Any], _Cell]) -> str:
+    """A pandas table: its index as the first column (headed ``corner``), every value through ``cell``."""
+    return _table([corner, *table.columns], ([_e(label), *map(cell, row)] for label, row in table.iterrows()))
+
+
+def _td(cell: _Cell) -> str:
+    return f'<td class="{cell[1]}">{cell[0]}</td>' if isinstance(cell, tuple) else f"<td>{cell}</td>"
 
 
 def _images(charts: list[tuple[str, str]]) -> str:
@@ -486,13 +464,8 @@ def _metric_name(names: dict[str, str], tag: str) -> str:
     return (f"{_e(name)} " if name and name != tag else "") + f'<span class="tag">{_e(tag)}</span>'
 
 
-def _num(value: Any) -> str:
-    return _Cell(_e(value), "num")
-
-
-def _present(value: Any) -> str:
-    """A number of a table built by pandas, where a run without that column holds NaN: shown as a dash."""
-    return _num(None if pd.isna(value) else float(value))
+def _num(value: Any) -> _Cell:
+    return _e(value), "num"
 
 
 def _e(value: Any) -> str:
@@ -502,5 +475,5 @@ def _e(value: Any) -> str:
     if isinstance(value, bool):
         return html.escape(str(value).lower())
     if isinstance(value, float):
-        return "nan" if math.isnan(value) else html.escape(f"{value:.4g}")
+        return html.escape(f"{value:.4g}")  # (nan stays "nan")
     return html.escape(str(value))

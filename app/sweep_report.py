@@ -18,7 +18,8 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from app.report_html import _e, _figure, _images, _num, _table
+from app.report import EVENTS_GLOB
+from app.report_html import _e, _figure, _images, _num, _save, _table
 from app.sweep_spec import FAILURE_ATTR, RUN_ATTR, SWEEP_FILE, ranked, reported_value
 from common.errors import TbxFinetuneError
 
@@ -41,7 +42,7 @@ class StudyRecord:
     def runs(self) -> list[Path]:
         """The trials' run folders that hold events, best trial first (what the report compares)."""
         paths = [Path(t.user_attrs[RUN_ATTR]) for t in ranked(self.trials, self.direction) if RUN_ATTR in t.user_attrs]
-        return [p for p in paths if any(p.glob("events.out.tfevents.*"))]
+        return [p for p in paths if any(p.glob(EVENTS_GLOB))]
 
 
 def is_study(path: str | Path) -> bool:
@@ -92,18 +93,17 @@ def sweep_section(record: StudyRecord, output: Path) -> str:
 
 def _trials_table(record: StudyRecord) -> str:
     header = ["trial", "state", record.metric, *(k.rsplit(".", 1)[-1] for k in record.space), "run", "note"]
-    rows = []
-    for trial in ranked(record.trials, record.direction):
-        rows.append(
-            [
-                _num(trial.number),
-                _e(trial.state.name.lower()),
-                _num(trial.value),
-                *(_num(trial.params.get(key)) for key in record.space),
-                f'<span class="tag">{_e(Path(trial.user_attrs.get(RUN_ATTR, "")).name or None)}</span>',
-                _e(_note(trial, record.metric)),
-            ]
-        )
+    rows = [
+        [
+            _num(trial.number),
+            _e(trial.state.name.lower()),
+            _num(trial.value),
+            *(_num(trial.params.get(key)) for key in record.space),
+            f'<span class="tag">{_e(Path(trial.user_attrs.get(RUN_ATTR, "")).name or None)}</span>',
+            _e(_note(trial, record.metric)),
+        ]
+        for trial in ranked(record.trials, record.direction)
+    ]
     return _table(header, rows)
 
 
@@ -164,8 +164,7 @@ def _parameter_charts(record: StudyRecord, output: Path) -> list[tuple[str, str]
     for index, key in enumerate(record.space):
         short = key.rsplit(".", 1)[-1]
         figure, axes = _figure(f"{record.metric} against {short}")
-        axes.set_xlabel(short)
-        axes.set_ylabel(record.metric)
+        axes.set(xlabel=short, ylabel=record.metric)
         for state, style in ((TrialState.COMPLETE, {"color": "C0"}), (TrialState.PRUNED, {"facecolors": "none"})):
             points = [(t.params[key], reported_value(t)) for t in record.trials if t.state == state and key in t.params]
             points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
@@ -177,8 +176,5 @@ def _parameter_charts(record: StudyRecord, output: Path) -> list[tuple[str, str]
             axes.set_xscale("log")
         if axes.has_data():
             axes.legend(loc="best", fontsize="small")
-            name = f"sweep_{index}.png"
-            figure.savefig(output / name)
-            charts.append((name, f"{record.metric} against {key}"))
-        figure.clear()
+            charts.append(_save(figure, output, f"sweep_{index}.png", f"{record.metric} against {key}"))
     return charts
