@@ -147,9 +147,7 @@ def ranked(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
 
 def reported_value(trial: FrozenTrial) -> float | None:
     """The trial's objective, else (pruned, failed) the last value it reported."""
-    if trial.value is not None:
-        return trial.value
-    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+    return trial.value if trial.value is not None else trial.intermediate_values.get(trial.last_step)
 
 
 def _objective(raw: Any, path: Path) -> tuple[str, str]:
