@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from lightning.pytorch import Callback, LightningDataModule, Trainer
@@ -93,9 +94,8 @@ class FinetuneCLI(LightningCLI):
         """Load ``--ckpt_path`` safely right after parsing: LightningCLI reads its hyperparameters next."""
         super().parse_arguments(parser, args)
         self._ckpt = CheckpointRequest()
-        subcommand = self.config.get("subcommand")
-        if subcommand:
-            self._ckpt.parse(self.config[subcommand])
+        if self.config.get("subcommand"):
+            self._ckpt.parse(self.config[self.config.subcommand])
 
     def before_instantiate_classes(self) -> None:
         """Config values Lightning would not turn into a clean error, then ``--ckpt_path`` (``app.lifecycle``)."""
@@ -108,25 +108,22 @@ class FinetuneCLI(LightningCLI):
         self._ckpt.apply(self.model, self.trainer, self.config[self.subcommand].get("ckpt_path"))
 
     def after_fit(self) -> None:
-        if self.config[self.subcommand].get("test_after_fit"):
-            best = best_checkpoint(self.trainer)
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
-        folder = self.config[self.subcommand].get("export_pretrained")
-        if folder:
-            self._export(folder)
-
-    def _export(self, folder: str) -> None:
-        """Load the best checkpoint's weights (else keep the last); the module writes its folder on global rank 0.
+        """``--test_after_fit``: test the best checkpoint in the same run. ``--export_pretrained``: load the best
+        checkpoint's weights (else keep the last); the module writes its folder on global rank 0.
 
         Both families are called the same way, ``export_pretrained(folder, datamodule)``: the module reads what
         it saves beside the weights from the datamodule (text: its ``tokenizer``; images: its ``image_size``).
         """
-        best, state = best_weights(self.trainer)
-        if state is not None:
-            self.model.load_state_dict(state)
-        if self.trainer.is_global_zero:
-            self.model.export_pretrained(folder, self.datamodule)
-        rank_zero_info(f"exported {best or 'the last weights'} to {folder}")
+        if self.config[self.subcommand].get("test_after_fit"):
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best_checkpoint(self.trainer) or None)
+        folder = self.config[self.subcommand].get("export_pretrained")
+        if folder:
+            best, state = best_weights(self.trainer)
+            if state is not None:
+                self.model.load_state_dict(state)
+            if self.trainer.is_global_zero:
+                self.model.export_pretrained(folder, self.datamodule)
+            rank_zero_info(f"exported {best or 'the last weights'} to {folder}")
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         """Add the rich progress bar and our model summary unless the config turned them off."""
@@ -194,32 +191,30 @@ def main(args: list[str] | None = None) -> None:
 
 
 def user_error(err: BaseException) -> TbxFinetuneError | None:
-    """The one line a user should see for ``err`` (ours, Lightning's refusal, a file system fault), else ``None``."""
-    return _our_error(err) or _file_system_error(err)
+    """The one line a user should see for ``err`` (ours, Lightning's refusal, a file system fault), else ``None``.
 
-
-_FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
-
-
-def _file_system_error(err: BaseException | None) -> TbxFinetuneError | None:
-    """Disk full, read-only or no permission mid-run, as one line (Lightning has already closed the logger)."""
-    while err is not None and not (isinstance(err, OSError) and err.errno in _FILE_SYSTEM_ERRNOS):
-        err = err.__cause__ or err.__context__
-    if err is None:
-        return None
+    jsonargparse and Lightning wrap what they raise while instantiating or running, so the whole chain of causes is
+    searched: ours first, then a disk full, read-only or no permission mid-run (Lightning has closed the logger)."""
+    ours = _in_chain(err, lambda e: isinstance(e, TbxFinetuneError | MisconfigurationException))
+    if isinstance(ours, MisconfigurationException):  # Lightning's word for a Trainer argument it refuses
+        return TbxFinetuneError(" ".join(str(ours).split()))
+    fault = _in_chain(err, lambda e: isinstance(e, OSError) and e.errno in _FILE_SYSTEM_ERRNOS)
+    if ours is not None or fault is None:
+        return ours
     return TbxFinetuneError(
-        f"{err.strerror}: {err.filename or 'a file of the run'}; the run stopped there. What it wrote before "
+        f"{fault.strerror}: {fault.filename or 'a file of the run'}; the run stopped there. What it wrote before "
         "(events, checkpoints) is closed and readable: free space or fix permissions, then continue with "
         "--ckpt_path last"
     )
 
 
-def _our_error(err: BaseException | None) -> TbxFinetuneError | None:
-    """Our error, also when jsonargparse wrapped it while instantiating a class from the config."""
-    while err is not None and not isinstance(err, TbxFinetuneError | MisconfigurationException):
+_FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
+
+
+def _in_chain(err: BaseException | None, wanted: Callable[[BaseException], bool]) -> BaseException | None:
+    """The first of ``err``, its cause or context, theirs, … that is ``wanted``, else ``None``."""
+    while err is not None and not wanted(err):
         err = err.__cause__ or err.__context__
-    if isinstance(err, MisconfigurationException):  # Lightning's word for a Trainer argument it refuses
-        return TbxFinetuneError(" ".join(str(err).split()))
     return err
 
 

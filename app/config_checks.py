@@ -18,16 +18,8 @@ from typing import Any
 
 from common.errors import TbxFinetuneError
 
-_MISSING = object()
 _EPOCHS = "use a positive number of epochs, or -1 for no limit"
 _STEPS = "use a positive number of optimizer steps, or -1 for no limit (max_epochs then decides)"
-
-
-def _val_check_interval(value: Any) -> bool:
-    """Lightning's forms: a fraction of the epoch in (0, 1], a whole number of batches, or a duration."""
-    if isinstance(value, str | dict | timedelta) or value is None:
-        return True
-    return value > 0 and (value <= 1 or value == int(value))
 
 
 # (key, is it valid, what to do instead), checked for every subcommand: each builds its Trainer from these keys
@@ -36,8 +28,8 @@ RULES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("trainer.max_steps", lambda v: v >= -1, _STEPS),
     ("trainer.accumulate_grad_batches", lambda v: v >= 1, "use 1 (no accumulation) or more batches per step"),
     (
-        "trainer.val_check_interval",
-        _val_check_interval,
+        "trainer.val_check_interval",  # Lightning's forms: a fraction of the epoch, a number of batches, a duration
+        lambda v: v is None or isinstance(v, str | dict | timedelta) or (v > 0 and (v <= 1 or v == int(v))),
         "use a fraction of the training epoch in (0, 1], a whole number of batches, or a duration 'DD:HH:MM:SS'",
     ),
     (
@@ -59,6 +51,5 @@ def check_config(subcommand: str, config: Any) -> None:
     """Raise ``TbxFinetuneError`` for the first key of ``config`` (the subcommand's parsed namespace) that
     breaks a rule; keys the namespace does not have are skipped."""
     for key, valid, fix in RULES + (FIT_RULES if subcommand == "fit" else ()):
-        value = config.get(key, _MISSING)
-        if value is not _MISSING and not valid(value):
-            raise TbxFinetuneError(f"{key}={value!r}: {fix}")
+        if key in config and not valid(config[key]):
+            raise TbxFinetuneError(f"{key}={config[key]!r}: {fix}")

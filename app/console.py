@@ -22,11 +22,6 @@ NOISE = (
 """Starts of Lightning info lines dropped from the console."""
 
 
-class _DropNoise(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith(NOISE)
-
-
 def quiet_known_noise() -> None:
     """Settings of the application process, made by its entry point."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fast tokenizers warn in forked loader workers
@@ -36,7 +31,7 @@ def quiet_known_noise() -> None:
     warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata's StatefulDataLoader
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")  # Lightning's use
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(_DropNoise())
+        logging.getLogger(name).addFilter(lambda record: not record.getMessage().startswith(NOISE))
 
 
 class ModelSummaryTable(RichModelSummary):
@@ -66,13 +61,8 @@ class ModelSummaryTable(RichModelSummary):
         grid = Table.grid(expand=True)
         grid.add_column()
         frozen = total_parameters - trainable_parameters
-        for label, value in (
-            ("Trainable params", get_human_readable_count(int(trainable_parameters))),
-            ("Non-trainable params", get_human_readable_count(int(frozen))),
-            ("Total params", get_human_readable_count(int(total_parameters))),
-            ("Total estimated model params size (MB)", get_formatted_model_size(model_size)),
-        ):
-            grid.add_row(f"[bold]{label}[/]: {value}")
-        console = get_console()
-        console.print(table)
-        console.print(grid)
+        grid.add_row(f"[bold]Trainable params[/]: {get_human_readable_count(int(trainable_parameters))}")
+        grid.add_row(f"[bold]Non-trainable params[/]: {get_human_readable_count(int(frozen))}")
+        grid.add_row(f"[bold]Total params[/]: {get_human_readable_count(int(total_parameters))}")
+        grid.add_row(f"[bold]Total estimated model params size (MB)[/]: {get_formatted_model_size(model_size)}")
+        get_console().print(table, grid)

@@ -126,19 +126,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         study_dir = check_fit_args(fit_args, spec)
         study = open_study(spec, study_dir, args.storage)
     except TbxFinetuneError as err:
-        print(f"tbx-finetune: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"tbx-finetune: error: {err}\n")
     try:
         ended = run_study(study, spec, fit_args)
     except KeyboardInterrupt:  # outside a trial's fit (loading, parsing): Optuna has marked the trial failed
         ended = "interrupted"
     print_trials(study, spec)
     if ended == "interrupted":
-        print(
-            "sweep interrupted: the running trial is marked failed; the same command continues the study",
-            file=sys.stderr,
+        parser.exit(
+            130, "sweep interrupted: the running trial is marked failed; the same command continues the study\n"
         )
-        sys.exit(130)
     storage = f" --storage {_masked(args.storage)}" if args.storage else ""
     print(f"report: python -m app.cli report {study_dir} -o {study_dir}/report{storage}")
     if ended == "failures":
@@ -199,22 +196,19 @@ def open_study(spec: SweepSpec, study_dir: Path, url: str | None) -> optuna.Stud
     for attempt in range(3):
         try:
             # heartbeats: a worker killed mid-trial leaves no RUNNING trial behind; the next worker marks it failed
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=30, grace_period=90)
             study = optuna.create_study(
                 study_name=spec.study_name,
-                storage=storage,
-                sampler=spec.build_sampler(),
-                pruner=spec.build_pruner(),
+                storage=optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=30, grace_period=90),
+                sampler=spec.sampler,
+                pruner=spec.pruner,
                 direction=spec.direction,
                 load_if_exists=True,
             )
             break
-        except (OperationalError, IntegrityError) as err:  # two workers creating a new database at once: retry
-            if attempt == 2:
+        except Exception as err:  # a URL SQLAlchemy cannot open, a missing driver: at once
+            if attempt == 2 or not isinstance(err, OperationalError | IntegrityError):
                 raise TbxFinetuneError(f"--storage {_masked(url)}: {' '.join(str(err).split())[:300]}") from err
-            time.sleep(1 + attempt + random.random())
-        except Exception as err:  # a URL SQLAlchemy cannot open, a missing driver
-            raise TbxFinetuneError(f"--storage {_masked(url)}: {' '.join(str(err).split())[:300]}") from err
+            time.sleep(1 + attempt + random.random())  # two workers creating a new database at once: retry
     if study.direction.name.lower() != spec.direction:
         raise TbxFinetuneError(
             f"study {spec.study_name!r} exists and was made to {study.direction.name.lower()}; use another "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.samplers import GridSampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
 from common.errors import TbxFinetuneError
@@ -40,30 +41,33 @@ SWEEP_FILE = "sweep.yaml"
 space)."""
 RUN_ATTR, FAILURE_ATTR = "run", "failure"
 """The trial's user attributes: its run folder, and why it failed."""
-SAMPLERS = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler, "grid": None}
+SAMPLERS = {"tpe": TPESampler, "random": RandomSampler, "grid": GridSampler}
 PRUNERS = {"median": optuna.pruners.MedianPruner, "none": optuna.pruners.NopPruner}
-DIRECTIONS = ("maximize", "minimize")
 _TOP_KEYS = ("space", "objective", "n_trials", "sampler", "pruner", "study_name")
 _RANGE_KEYS = {"type", "low", "high", "log", "step"}
 
 
 @dataclass(frozen=True)
 class SweepSpec:
-    """A checked sweep file. ``space`` maps a config key (as on the command line, without ``--``) to its values."""
+    """A checked sweep file (made by ``read_sweep``). ``space`` maps a config key (as on the command line, without
+    ``--``) to its values; ``sampler`` and ``pruner`` are built from the file, so their options are checked too."""
 
     path: Path
     space: dict[str, BaseDistribution]
-    metric: str = "val/acc"
-    direction: str = "maximize"
-    n_trials: int = 10
-    study_name: str = ""
-    sampler: dict[str, Any] = field(default_factory=lambda: {"name": "tpe"})
-    pruner: dict[str, Any] = field(default_factory=lambda: {"name": "median"})
+    metric: str
+    direction: str
+    n_trials: int
+    study_name: str
+    sampler: optuna.samplers.BaseSampler
+    pruner: optuna.pruners.BasePruner
 
     def corners(self) -> list[dict[str, Any]]:
         """Assignments that together try every extreme of every key (low and high, or each choice): the config
         is parsed with each before any trial runs, so a key or value the CLI refuses fails the sweep at once."""
-        values = {key: _extremes(dist) for key, dist in self.space.items()}
+        values = {
+            key: list(dist.choices) if isinstance(dist, CategoricalDistribution) else [dist.low, dist.high]
+            for key, dist in self.space.items()
+        }
         count = max(len(v) for v in values.values())
         return [{key: v[min(i, len(v) - 1)] for key, v in values.items()} for i in range(count)]
 
@@ -73,20 +77,10 @@ class SweepSpec:
         for key, dist in self.space.items():
             if isinstance(dist, CategoricalDistribution):
                 drawn[key] = trial.suggest_categorical(key, dist.choices)
-            elif isinstance(dist, IntDistribution):
-                drawn[key] = trial.suggest_int(key, dist.low, dist.high, step=dist.step, log=dist.log)
             else:
-                drawn[key] = trial.suggest_float(key, dist.low, dist.high, step=dist.step, log=dist.log)
+                suggest = trial.suggest_int if isinstance(dist, IntDistribution) else trial.suggest_float
+                drawn[key] = suggest(key, dist.low, dist.high, step=dist.step, log=dist.log)
         return drawn
-
-    def build_sampler(self) -> optuna.samplers.BaseSampler:
-        options = {k: v for k, v in self.sampler.items() if k != "name"}
-        if self.sampler["name"] == "grid":
-            return optuna.samplers.GridSampler(grid(self.space, self.path), **options)
-        return SAMPLERS[self.sampler["name"]](**options)
-
-    def build_pruner(self) -> optuna.pruners.BasePruner:
-        return PRUNERS[self.pruner["name"]](**{k: v for k, v in self.pruner.items() if k != "name"})
 
 
 def read_sweep(path: str | Path, n_trials: int | None = None, study_name: str | None = None) -> SweepSpec:
@@ -112,22 +106,17 @@ def read_sweep(path: str | Path, n_trials: int | None = None, study_name: str | 
     trials = n_trials if n_trials is not None else raw.get("n_trials", 10)
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise TbxFinetuneError(f"{path}: n_trials={trials!r}; give a positive number of trials")
-    spec = SweepSpec(
+    space = {str(key).removeprefix("--"): _distribution(str(key), value, path) for key, value in space.items()}
+    return SweepSpec(
         path=path,
-        space={str(key).removeprefix("--"): _distribution(str(key), value, path) for key, value in space.items()},
+        space=space,
         metric=metric,
         direction=direction,
         n_trials=trials,
         study_name=study_name or raw.get("study_name") or path.stem,
-        sampler=_component(raw.get("sampler", "tpe"), SAMPLERS, "sampler", path),
-        pruner=_component(raw.get("pruner", "median"), PRUNERS, "pruner", path),
+        sampler=_component(raw.get("sampler", "tpe"), SAMPLERS, "sampler", path, space),
+        pruner=_component(raw.get("pruner", "median"), PRUNERS, "pruner", path, space),
     )
-    for built in (spec.build_sampler, spec.build_pruner):  # a misspelt option is a TypeError/ValueError here
-        try:
-            built()
-        except (TypeError, ValueError) as err:
-            raise TbxFinetuneError(f"{path}: {built.__name__.removeprefix('build_')}: {err}") from err
-    return spec
 
 
 def grid(space: dict[str, BaseDistribution], path: Path) -> dict[str, list]:
@@ -158,9 +147,7 @@ def ranked(trials: Sequence[FrozenTrial], direction: str) -> list[FrozenTrial]:
 
 def reported_value(trial: FrozenTrial) -> float | None:
     """The trial's objective, else (pruned, failed) the last value it reported."""
-    if trial.value is not None:
-        return trial.value
-    return trial.intermediate_values[max(trial.intermediate_values)] if trial.intermediate_values else None
+    return trial.value if trial.value is not None else trial.intermediate_values.get(trial.last_step)
 
 
 def _objective(raw: Any, path: Path) -> tuple[str, str]:
@@ -172,7 +159,7 @@ def _objective(raw: Any, path: Path) -> tuple[str, str]:
             f"{path}: objective.metric={metric!r}: trials are compared (and pruned) on a validation metric: "
             "val/acc, val/f1, val/loss"
         )
-    if direction not in DIRECTIONS:
+    if direction not in ("maximize", "minimize"):
         raise TbxFinetuneError(f"{path}: objective.direction={direction!r}; use maximize or minimize")
     return metric, direction
 
@@ -202,14 +189,14 @@ def _distribution(key: str, raw: Any, path: Path) -> BaseDistribution:
         raise TbxFinetuneError(f"{where}: {err}") from err
 
 
-def _component(raw: Any, known: dict[str, Any], what: str, path: Path) -> dict[str, Any]:
+def _component(raw: Any, known: dict[str, Any], what: str, path: Path, space: dict[str, BaseDistribution]) -> Any:
+    """The sampler or pruner ``raw`` names (``name`` or ``{name: …, options}``), built with its options: a misspelt
+    one is Optuna's TypeError or ValueError, one line of ours here."""
     options = {"name": raw} if isinstance(raw, str) else raw
     if not isinstance(options, dict) or options.get("name") not in known:
         raise TbxFinetuneError(f"{path}: {what}={raw!r}; use one of {', '.join(known)} (or {{name: …, options}})")
-    return dict(options)
-
-
-def _extremes(dist: BaseDistribution) -> list[Any]:
-    if isinstance(dist, CategoricalDistribution):
-        return list(dist.choices)
-    return [dist.low, dist.high]
+    values = (grid(space, path),) if options["name"] == "grid" else ()  # the grid sampler is given what to try
+    try:
+        return known[options["name"]](*values, **{k: v for k, v in options.items() if k != "name"})
+    except (TypeError, ValueError) as err:
+        raise TbxFinetuneError(f"{path}: {what}: {err}") from err
