@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import math
 import sys
-from collections.abc import Callable
 from typing import Any
 
 from lightning.pytorch import Callback, LightningDataModule, Trainer
@@ -31,7 +30,7 @@ from app.lifecycle import (
     best_checkpoint,
     best_weights,
 )
-from common.errors import TbxFinetuneError
+from common.errors import TbxFinetuneError, causes
 from loggers.gradients import GradNormMonitor
 from loggers.health import NonFiniteGuard
 from loggers.run_config import RunConfigCallback
@@ -195,10 +194,10 @@ def user_error(err: BaseException) -> TbxFinetuneError | None:
 
     jsonargparse and Lightning wrap what they raise while instantiating or running, so the whole chain of causes is
     searched: ours first, then a disk full, read-only or no permission mid-run (Lightning has closed the logger)."""
-    ours = _in_chain(err, lambda e: isinstance(e, TbxFinetuneError | MisconfigurationException))
+    ours = next((e for e in causes(err) if isinstance(e, TbxFinetuneError | MisconfigurationException)), None)
     if isinstance(ours, MisconfigurationException):  # Lightning's word for a Trainer argument it refuses
         return TbxFinetuneError(" ".join(str(ours).split()))
-    fault = _in_chain(err, lambda e: isinstance(e, OSError) and e.errno in _FILE_SYSTEM_ERRNOS)
+    fault = next((e for e in causes(err) if isinstance(e, OSError) and e.errno in _FILE_SYSTEM_ERRNOS), None)
     if ours is not None or fault is None:
         return ours
     return TbxFinetuneError(
@@ -209,13 +208,6 @@ def user_error(err: BaseException) -> TbxFinetuneError | None:
 
 
 _FILE_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO, errno.EFBIG}
-
-
-def _in_chain(err: BaseException | None, wanted: Callable[[BaseException], bool]) -> BaseException | None:
-    """The first of ``err``, its cause or context, theirs, … that is ``wanted``, else ``None``."""
-    while err is not None and not wanted(err):
-        err = err.__cause__ or err.__context__
-    return err
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import datasets
 from datasets.table import CastError
 
 from common.assets import resolve_path
-from common.errors import TbxFinetuneError
+from common.errors import TbxFinetuneError, causes
 
 _BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 _COMPRESSION = {".bz2", ".gz", ".xz", ".zst", ".zip"}
@@ -71,13 +71,13 @@ def _load(source: str, *args, **kwargs) -> datasets.Dataset | datasets.DatasetDi
     try:
         return datasets.load_dataset(*args, **kwargs)
     except Exception as err:  # datasets raises many types: not found, no network, parse errors, bad bytes
-        cause = list(_chain(err))[-1]
+        cause = list(causes(err))[-1]
         if "corresponds to no data" in str(cause):
             raise TbxFinetuneError(f"{source}: the split is empty; it needs at least one example") from err
         if kwargs.get("data_files"):
             paths = [path for paths in kwargs["data_files"].values() for path in paths]
             # datasets could not put rows or files with different columns into one table
-            schema_error = any(isinstance(e, CastError) or "Schema at index" in str(e) for e in _chain(err))
+            schema_error = any(isinstance(e, CastError) or "Schema at index" in str(e) for e in causes(err))
             found = _find_bad_row(args[0], paths, kwargs.get("sep", ","), schema_error)
             if found:
                 raise TbxFinetuneError(f"{source}: {found}") from err
@@ -86,13 +86,6 @@ def _load(source: str, *args, **kwargs) -> datasets.Dataset | datasets.DatasetDi
             f"{source}: could not be loaded ({type(cause).__name__}: {reason[:400]}). A hub dataset needs network; "
             "local files must be UTF-8 csv/tsv/json/parquet with a header row"
         ) from err
-
-
-def _chain(err: BaseException | None) -> Iterator[BaseException]:
-    """``err``, then what it was raised from (or while handling), down to the root cause."""
-    while err is not None:
-        yield err
-        err = err.__cause__ or err.__context__
 
 
 def _find_bad_row(builder: str, paths: list[str], sep: str, schema_error: bool) -> str | None:
