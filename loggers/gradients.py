@@ -12,6 +12,7 @@ gradients is ``loggers.health.NonFiniteGuard``'s job (``--nonfinite.gradients tr
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import re
@@ -118,15 +119,13 @@ class GradNormMonitor(Callback):
             total = powered.sum().pow(1.0 / self.norm_type)
         parts = [total.reshape(1), (~finite).sum().float().reshape(1), per_layer, histogram_summary(norms, self.bins)]
         histogram_tags = ["grad_norm/per_param"]
-        for kind, enabled in (("grad", self.gradient_histograms), ("weight", self.weight_histograms)):
-            if not enabled:
-                continue
-            for layer in layer_names:
-                tensors = [
-                    (p.grad if kind == "grad" else p) for (_, p), lyr in zip(named, layers, strict=True) if lyr == layer
-                ]
-                parts.append(histogram_summary(torch.cat([t.detach().flatten() for t in tensors]), self.bins))
-                histogram_tags.append(f"{kind}/{layer}")
+        kinds = [kind for kind, on in (("grad", self.gradient_histograms), ("weight", self.weight_histograms)) if on]
+        for kind, layer in itertools.product(kinds, layer_names):
+            tensors = [
+                (p.grad if kind == "grad" else p) for (_, p), lyr in zip(named, layers, strict=True) if lyr == layer
+            ]
+            parts.append(histogram_summary(torch.cat([t.detach().flatten() for t in tensors]), self.bins))
+            histogram_tags.append(f"{kind}/{layer}")
 
         stats = torch.cat(parts)
         deferred = self.deferred_copy if self.deferred_copy is not None else stats.is_cuda
@@ -159,19 +158,6 @@ class GradNormMonitor(Callback):
             log.warning("gradient norms of step %s not written: %s", step, err)
             self._pending = None
 
-    def _write_stats(
-        self, trainer: Trainer, step: int, host: list[float], layer_names: list[str], histogram_tags: list[str]
-    ) -> None:
-        total_norm, nonfinite = host[0], int(host[1])
-        layer_norms = dict(zip(layer_names, host[2 : 2 + len(layer_names)], strict=True))
-        offset, size = 2 + len(layer_names), summary_size(self.bins)
-        histograms = {
-            tag: HistogramStats.from_summary(host[offset + i * size : offset + (i + 1) * size])
-            for i, tag in enumerate(histogram_tags)
-        }
-        alerts = self.health.check(total_norm, nonfinite, layer_norms)
-        self._write(trainer, step, total_norm, nonfinite, layer_norms, histograms, alerts)
-
     def _grouping(self, names: tuple[str, ...], device: torch.device) -> tuple[list[str], list[str], torch.Tensor]:
         """Each parameter's layer, the layers in order, and a layer-index tensor; cached while the set of
         parameters with gradients stays the same (it changes only when layers are frozen or unfrozen)."""
@@ -182,7 +168,14 @@ class GradNormMonitor(Callback):
             self._groups = ((names, device), (layers, layer_names, ids))
         return self._groups[1]
 
-    def _write(self, trainer, step, total_norm, nonfinite, layer_norms, histograms, alerts) -> None:
+    def _write_stats(
+        self, trainer: Trainer, step: int, host: list[float], layer_names: list[str], histogram_tags: list[str]
+    ) -> None:
+        """Write one log step's statistics (the host copy of ``_log_step``'s tensor) and its health alerts."""
+        total_norm, nonfinite = host[0], int(host[1])
+        layer_norms = dict(zip(layer_names, host[2 : 2 + len(layer_names)], strict=True))
+        summaries, size = host[2 + len(layer_names) :], summary_size(self.bins)
+        alerts = self.health.check(total_norm, nonfinite, layer_norms)
         scalars = {"grad_norm/total": total_norm, "grad_norm/nonfinite": float(nonfinite)}
         scalars |= {f"grad_norm/{layer}": norm for layer, norm in layer_norms.items()}
         scalars["health/alerts"] = float(len(alerts))
@@ -192,8 +185,8 @@ class GradNormMonitor(Callback):
         for logger in trainer.loggers:  # every logger gets the scalars, TensorBoard-like ones the rest
             logger.log_metrics({k: v for k, v in scalars.items() if math.isfinite(v)}, step=step)
         for record in tensorboard_records(trainer.loggers):
-            for tag, stats in histograms.items():
-                record.histogram(tag, stats, step)
+            for i, tag in enumerate(histogram_tags):
+                record.histogram(tag, HistogramStats.from_summary(summaries[i * size : (i + 1) * size]), step)
             for alert in alerts:
                 record.text(f"health/{alert.kind}", f"step {step}: {alert.message}", step)
 
