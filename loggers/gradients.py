@@ -15,18 +15,16 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import re
 from dataclasses import dataclass
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from loggers.health import TrainingHealth
-from loggers.histograms import HistogramStats, histogram_summary, summary_size
+from loggers.histograms import HEADER, HistogramStats, histogram_summary
 from loggers.record import tensorboard_records
 
 log = logging.getLogger(__name__)
-_INDEX = re.compile(r"^\d+$")
 
 
 def layer_of(name: str, depth: int | None = None) -> str:
@@ -40,7 +38,7 @@ def layer_of(name: str, depth: int | None = None) -> str:
     if parts and parts[0] == "model":
         parts = parts[1:]
     if depth is None:
-        numeric = next((i for i, part in enumerate(parts) if _INDEX.match(part)), None)
+        numeric = next((i for i, part in enumerate(parts) if part.isdecimal()), None)
         depth = numeric + 1 if numeric is not None else 2
     return ".".join(parts[:depth]) or name
 
@@ -141,8 +139,7 @@ class GradNormMonitor(Callback):
         if pending is None or not (wait or pending.ready()):
             return
         self._pending = None
-        host = pending.values()
-        self._write_stats(trainer, pending.step, host, pending.layer_names, pending.histogram_tags)
+        self._write_stats(trainer, pending.step, pending.values(), pending.layer_names, pending.histogram_tags)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         self._flush(trainer, wait=True)  # the record on disk then holds every step the checkpoint has trained
@@ -174,7 +171,7 @@ class GradNormMonitor(Callback):
         """Write one log step's statistics (the host copy of ``_log_step``'s tensor) and its health alerts."""
         total_norm, nonfinite = host[0], int(host[1])
         layer_norms = dict(zip(layer_names, host[2 : 2 + len(layer_names)], strict=True))
-        summaries, size = host[2 + len(layer_names) :], summary_size(self.bins)
+        summaries, size = host[2 + len(layer_names) :], HEADER + self.bins
         alerts = self.health.check(total_norm, nonfinite, layer_norms)
         scalars = {"grad_norm/total": total_norm, "grad_norm/nonfinite": float(nonfinite)}
         scalars |= {f"grad_norm/{layer}": norm for layer, norm in layer_norms.items()}

@@ -56,9 +56,7 @@ class TensorBoardRecord:
         """A histogram already reduced to a few numbers (see ``loggers.histograms``)."""
         if stats.num == 0:  # all values non-finite: nothing TensorBoard could draw
             return
-        fields = asdict(stats)  # named as add_histogram_raw's arguments, plus the non-finite count it has no room for
-        del fields["nonfinite"]
-        self.writer.add_histogram_raw(tag, **fields, global_step=step)
+        self.writer.add_histogram_raw(tag, **asdict(stats), global_step=step)
 
     def pr_curve(self, tag: str, counts: Mapping[str, Sequence[float]], step: int) -> None:
         """A precision-recall curve from per-threshold counts (see ``loggers.visuals.pr_counts``)."""
