@@ -88,8 +88,7 @@ class ValidationVisuals(Callback):
         if self.confusion_matrix:
             metrics["confusion"] = MulticlassConfusionMatrix(num_labels)
             for kind, metric in (("recall", MulticlassRecall), ("precision", MulticlassPrecision)):
-                per_class = metric(num_labels, average=None)
-                metrics[kind] = ClasswiseWrapper(per_class, labels=names, prefix=f"val/{kind}/")
+                metrics[kind] = ClasswiseWrapper(metric(num_labels, average=None), labels=names, prefix=f"val/{kind}/")
         if self.pr_curves:
             metrics["pr"] = MulticlassPrecisionRecallCurve(num_labels, thresholds=self.pr_thresholds)
         if self.logit_histograms:
@@ -235,8 +234,7 @@ class ValidationVisuals(Callback):
         if not wrong:
             return
         names = pl_module.label_names
-        inputs = describe_inputs(trainer, batch, wrong)
-        for row, shown in zip(wrong, inputs, strict=True):
+        for row, shown in zip(wrong, describe_inputs(trainer, batch, wrong), strict=True):
             true, guess = names[int(labels[row])], names[int(predicted[row])]
             self._examples.append((shown, true, guess, float(probabilities[row])))
 
