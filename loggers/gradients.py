@@ -105,15 +105,13 @@ class GradNormMonitor(Callback):
 
         norms = torch.stack(torch._foreach_norm(grads, self.norm_type)).float()
         finite = torch.isfinite(norms)
+        per_layer = torch.zeros(len(layer_names), device=device)
         if math.isinf(self.norm_type):
-            per_layer = torch.zeros(len(layer_names), device=device).index_reduce_(
-                0, layer_ids, norms, "amax", include_self=False
-            )
+            per_layer.index_reduce_(0, layer_ids, norms, "amax", include_self=False)
             total = norms.max()
         else:
             powered = norms.pow(self.norm_type)
-            per_layer = torch.zeros(len(layer_names), device=device).index_add_(0, layer_ids, powered)
-            per_layer = per_layer.pow(1.0 / self.norm_type)
+            per_layer = per_layer.index_add_(0, layer_ids, powered).pow(1.0 / self.norm_type)
             total = powered.sum().pow(1.0 / self.norm_type)
         parts = [total.reshape(1), (~finite).sum().float().reshape(1), per_layer, histogram_summary(norms, self.bins)]
         histogram_tags = ["grad_norm/per_param"]
