@@ -12,20 +12,19 @@ gradients is ``loggers.health.NonFiniteGuard``'s job (``--nonfinite.gradients tr
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-import re
 from dataclasses import dataclass
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from loggers.health import TrainingHealth
-from loggers.histograms import HistogramStats, histogram_summary, summary_size
+from loggers.histograms import HEADER, HistogramStats, histogram_summary
 from loggers.record import tensorboard_records
 
 log = logging.getLogger(__name__)
-_INDEX = re.compile(r"^\d+$")
 
 
 def layer_of(name: str, depth: int | None = None) -> str:
@@ -39,7 +38,7 @@ def layer_of(name: str, depth: int | None = None) -> str:
     if parts and parts[0] == "model":
         parts = parts[1:]
     if depth is None:
-        numeric = next((i for i, part in enumerate(parts) if _INDEX.match(part)), None)
+        numeric = next((i for i, part in enumerate(parts) if part.isdecimal()), None)
         depth = numeric + 1 if numeric is not None else 2
     return ".".join(parts[:depth]) or name
 
@@ -106,27 +105,23 @@ class GradNormMonitor(Callback):
 
         norms = torch.stack(torch._foreach_norm(grads, self.norm_type)).float()
         finite = torch.isfinite(norms)
+        per_layer = torch.zeros(len(layer_names), device=device)
         if math.isinf(self.norm_type):
-            per_layer = torch.zeros(len(layer_names), device=device).index_reduce_(
-                0, layer_ids, norms, "amax", include_self=False
-            )
+            per_layer.index_reduce_(0, layer_ids, norms, "amax", include_self=False)
             total = norms.max()
         else:
             powered = norms.pow(self.norm_type)
-            per_layer = torch.zeros(len(layer_names), device=device).index_add_(0, layer_ids, powered)
-            per_layer = per_layer.pow(1.0 / self.norm_type)
+            per_layer = per_layer.index_add_(0, layer_ids, powered).pow(1.0 / self.norm_type)
             total = powered.sum().pow(1.0 / self.norm_type)
         parts = [total.reshape(1), (~finite).sum().float().reshape(1), per_layer, histogram_summary(norms, self.bins)]
         histogram_tags = ["grad_norm/per_param"]
-        for kind, enabled in (("grad", self.gradient_histograms), ("weight", self.weight_histograms)):
-            if not enabled:
-                continue
-            for layer in layer_names:
-                tensors = [
-                    (p.grad if kind == "grad" else p) for (_, p), lyr in zip(named, layers, strict=True) if lyr == layer
-                ]
-                parts.append(histogram_summary(torch.cat([t.detach().flatten() for t in tensors]), self.bins))
-                histogram_tags.append(f"{kind}/{layer}")
+        kinds = [kind for kind, on in (("grad", self.gradient_histograms), ("weight", self.weight_histograms)) if on]
+        for kind, layer in itertools.product(kinds, layer_names):
+            tensors = [
+                (p.grad if kind == "grad" else p) for (_, p), lyr in zip(named, layers, strict=True) if lyr == layer
+            ]
+            parts.append(histogram_summary(torch.cat([t.detach().flatten() for t in tensors]), self.bins))
+            histogram_tags.append(f"{kind}/{layer}")
 
         stats = torch.cat(parts)
         deferred = self.deferred_copy if self.deferred_copy is not None else stats.is_cuda
@@ -142,8 +137,7 @@ class GradNormMonitor(Callback):
         if pending is None or not (wait or pending.ready()):
             return
         self._pending = None
-        host = pending.values()
-        self._write_stats(trainer, pending.step, host, pending.layer_names, pending.histogram_tags)
+        self._write_stats(trainer, pending.step, pending.values(), pending.layer_names, pending.histogram_tags)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         self._flush(trainer, wait=True)  # the record on disk then holds every step the checkpoint has trained
@@ -159,19 +153,6 @@ class GradNormMonitor(Callback):
             log.warning("gradient norms of step %s not written: %s", step, err)
             self._pending = None
 
-    def _write_stats(
-        self, trainer: Trainer, step: int, host: list[float], layer_names: list[str], histogram_tags: list[str]
-    ) -> None:
-        total_norm, nonfinite = host[0], int(host[1])
-        layer_norms = dict(zip(layer_names, host[2 : 2 + len(layer_names)], strict=True))
-        offset, size = 2 + len(layer_names), summary_size(self.bins)
-        histograms = {
-            tag: HistogramStats.from_summary(host[offset + i * size : offset + (i + 1) * size])
-            for i, tag in enumerate(histogram_tags)
-        }
-        alerts = self.health.check(total_norm, nonfinite, layer_norms)
-        self._write(trainer, step, total_norm, nonfinite, layer_norms, histograms, alerts)
-
     def _grouping(self, names: tuple[str, ...], device: torch.device) -> tuple[list[str], list[str], torch.Tensor]:
         """Each parameter's layer, the layers in order, and a layer-index tensor; cached while the set of
         parameters with gradients stays the same (it changes only when layers are frozen or unfrozen)."""
@@ -182,7 +163,14 @@ class GradNormMonitor(Callback):
             self._groups = ((names, device), (layers, layer_names, ids))
         return self._groups[1]
 
-    def _write(self, trainer, step, total_norm, nonfinite, layer_norms, histograms, alerts) -> None:
+    def _write_stats(
+        self, trainer: Trainer, step: int, host: list[float], layer_names: list[str], histogram_tags: list[str]
+    ) -> None:
+        """Write one log step's statistics (the host copy of ``_log_step``'s tensor) and its health alerts."""
+        total_norm, nonfinite = host[0], int(host[1])
+        layer_norms = dict(zip(layer_names, host[2 : 2 + len(layer_names)], strict=True))
+        summaries, size = host[2 + len(layer_names) :], HEADER + self.bins
+        alerts = self.health.check(total_norm, nonfinite, layer_norms)
         scalars = {"grad_norm/total": total_norm, "grad_norm/nonfinite": float(nonfinite)}
         scalars |= {f"grad_norm/{layer}": norm for layer, norm in layer_norms.items()}
         scalars["health/alerts"] = float(len(alerts))
@@ -192,8 +180,8 @@ class GradNormMonitor(Callback):
         for logger in trainer.loggers:  # every logger gets the scalars, TensorBoard-like ones the rest
             logger.log_metrics({k: v for k, v in scalars.items() if math.isfinite(v)}, step=step)
         for record in tensorboard_records(trainer.loggers):
-            for tag, stats in histograms.items():
-                record.histogram(tag, stats, step)
+            for i, tag in enumerate(histogram_tags):
+                record.histogram(tag, HistogramStats.from_summary(summaries[i * size : (i + 1) * size]), step)
             for alert in alerts:
                 record.text(f"health/{alert.kind}", f"step {step}: {alert.message}", step)
 

@@ -65,28 +65,22 @@ class TrainingHealth:
         if nonfinite:
             alerts.append(Alert("nonfinite", f"{nonfinite} parameter(s) have non-finite gradients (NaN/inf)"))
         if math.isfinite(total_norm):
-            if len(self._history) >= self.min_history:
-                median = statistics.median(self._history)
-                if median > 0 and total_norm > self.explode_factor * median:
-                    alerts.append(
-                        Alert(
-                            "exploding",
-                            f"gradient norm {total_norm:.4g} is {total_norm / median:.1f}x its running median "
-                            f"{median:.4g} (threshold {self.explode_factor}x)",
-                        )
-                    )
+            median = statistics.median(self._history) if len(self._history) >= self.min_history else 0.0
+            if median > 0 and total_norm > self.explode_factor * median:
+                ratio = f"{total_norm / median:.1f}x its running median {median:.4g}"
+                alerts.append(
+                    Alert("exploding", f"gradient norm {total_norm:.4g} is {ratio} (threshold {self.explode_factor}x)")
+                )
             self._history.append(total_norm)
         for layer, norm in layer_norms.items():
             if math.isfinite(norm) and norm <= self.vanish_threshold:
-                self._vanishing_for[layer] = self._vanishing_for.get(layer, 0) + 1
-                if self._vanishing_for[layer] == 1:
+                count = self._vanishing_for[layer] = self._vanishing_for.get(layer, 0) + 1
+                if count == 1:
                     alerts.append(
                         Alert("vanishing", f"layer {layer}: gradient norm {norm:.3g} ≤ {self.vanish_threshold:g}")
                     )
-                if self._vanishing_for[layer] == self.dead_patience:
-                    alerts.append(
-                        Alert("dead", f"layer {layer}: no gradient for {self.dead_patience} consecutive log steps")
-                    )
+                if count == self.dead_patience:
+                    alerts.append(Alert("dead", f"layer {layer}: no gradient for {count} consecutive log steps"))
             else:
                 self._vanishing_for.pop(layer, None)
         return alerts

@@ -18,10 +18,6 @@ HEADER = 6
 """Numbers before the bucket counts in a summary: min, max, count, sum, sum of squares, non-finite count."""
 
 
-def summary_size(bins: int) -> int:
-    return HEADER + bins
-
-
 def histogram_summary(values: torch.Tensor, bins: int) -> torch.Tensor:
     """Summarise ``values`` on their device.
 
@@ -36,13 +32,11 @@ def histogram_summary(values: torch.Tensor, bins: int) -> torch.Tensor:
     if x.device.type == "cpu" and bool(torch.isfinite(x).all()):
         return _finite_cpu_summary(x, bins)
     finite = torch.isfinite(x)
-    safe = torch.where(finite, x, torch.zeros_like(x))
+    safe = torch.where(finite, x, 0.0)
     largest = torch.finfo(torch.float32).max
     count = finite.sum().float()
-    low = torch.where(finite, x, torch.full_like(x, largest)).amin()
-    high = torch.where(finite, x, torch.full_like(x, -largest)).amax()
-    low = torch.where(count > 0, low, torch.zeros_like(low))
-    high = torch.where(count > 0, high, torch.zeros_like(high))
+    bounds = torch.stack([torch.where(finite, x, largest).amin(), torch.where(finite, x, -largest).amax()])
+    low, high = torch.where(count > 0, bounds, 0.0)  # no finite value: both 0
     width = (high - low).clamp_min(torch.finfo(torch.float32).tiny) / bins
     index = ((safe - low) / width).floor().clamp(0, bins - 1).long()
     counts = torch.zeros(bins, device=x.device).index_add_(0, index, finite.float())
@@ -64,23 +58,24 @@ def _finite_cpu_summary(x: torch.Tensor, bins: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class HistogramStats:
-    """One histogram on the host, in the shape ``SummaryWriter.add_histogram_raw`` takes."""
+    """One histogram on the host, in the shape ``SummaryWriter.add_histogram_raw`` takes (its fields are its
+    arguments)."""
 
     min: float
     max: float
     num: int
     sum: float
     sum_squares: float
-    nonfinite: int
     bucket_limits: list[float]
     bucket_counts: list[float]
 
     @classmethod
     def from_summary(cls, summary: list[float]) -> HistogramStats:
-        """Unpack a host copy of ``histogram_summary`` (right-closed bucket edges, as TensorBoard expects)."""
-        low, high, num, total, squares, nonfinite = summary[:HEADER]
+        """Unpack a host copy of ``histogram_summary`` (right-closed bucket edges, as TensorBoard expects); the
+        non-finite count stays behind: a TensorBoard histogram holds finite values only."""
+        low, high, num, total, squares, _nonfinite = summary[:HEADER]
         counts = list(summary[HEADER:])
         width = max(high - low, 0.0) / len(counts)
         limits = [low + width * (i + 1) for i in range(len(counts))]
         limits[-1] = high
-        return cls(low, high, int(num), total, squares, int(nonfinite), limits, counts)
+        return cls(low, high, int(num), total, squares, limits, counts)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -33,12 +34,8 @@ def tensorboard_records(loggers: Iterable[Any]) -> list[TensorBoardRecord]:
     """
     if rank_zero_only.rank != 0:
         return []
-    records = []
-    for logger in loggers:
-        writer = getattr(logger, "experiment", None)
-        if all(callable(getattr(writer, method, None)) for method in WRITER_METHODS):
-            records.append(TensorBoardRecord(writer))
-    return records
+    writers = [getattr(logger, "experiment", None) for logger in loggers]
+    return [TensorBoardRecord(w) for w in writers if all(callable(getattr(w, m, None)) for m in WRITER_METHODS)]
 
 
 class TensorBoardRecord:
@@ -59,17 +56,7 @@ class TensorBoardRecord:
         """A histogram already reduced to a few numbers (see ``loggers.histograms``)."""
         if stats.num == 0:  # all values non-finite: nothing TensorBoard could draw
             return
-        self.writer.add_histogram_raw(
-            tag,
-            min=stats.min,
-            max=stats.max,
-            num=stats.num,
-            sum=stats.sum,
-            sum_squares=stats.sum_squares,
-            bucket_limits=stats.bucket_limits,
-            bucket_counts=stats.bucket_counts,
-            global_step=step,
-        )
+        self.writer.add_histogram_raw(tag, **asdict(stats), global_step=step)
 
     def pr_curve(self, tag: str, counts: Mapping[str, Sequence[float]], step: int) -> None:
         """A precision-recall curve from per-threshold counts (see ``loggers.visuals.pr_counts``)."""

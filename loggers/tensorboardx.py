@@ -13,6 +13,7 @@ This module is the only code in the project that touches tensorboardX.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -113,8 +114,6 @@ class TensorBoardXLogger(TensorBoardLogger):
             the CLI on ``fit --ckpt_path``; applies to this logger's first writer only.
     """
 
-    NAME_HPARAMS_FILE = "hparams.yaml"
-
     def __init__(
         self,
         save_dir: str = "runs",
@@ -132,8 +131,7 @@ class TensorBoardXLogger(TensorBoardLogger):
         self._hparams_metrics = dict(metrics) if isinstance(metrics, Mapping) else {tag: tag for tag in metrics}
         self._hparams_shown = dict(DEFAULT_HPARAMS_SHOWN if hparams_shown is None else hparams_shown)
         self._log_graph = log_graph
-        self._flush_secs = flush_secs
-        self._max_queue = max_queue
+        self._writer_options = {"flush_secs": flush_secs, "max_queue": max_queue}
         self._purge_step = purge_step
         self._epoch_end_recorded = False
         self._writers_opened = 0
@@ -156,13 +154,10 @@ class TensorBoardXLogger(TensorBoardLogger):
         try:
             os.makedirs(self.root_dir, exist_ok=True)
             taken = [int(m.group(1)) for d in os.listdir(self.root_dir) if (m := _VERSION_DIR.match(d))]
-            candidate = max(taken, default=-1) + 1
-            while True:
-                try:
+            for candidate in itertools.count(max(taken, default=-1) + 1):
+                with contextlib.suppress(FileExistsError):  # taken by another run since the listing: try the next
                     os.mkdir(os.path.join(self.root_dir, f"version_{candidate}"))
                     return candidate
-                except FileExistsError:
-                    candidate += 1
         except OSError as err:  # not a folder, read-only, no permission, disk full
             raise TbxFinetuneError(
                 f"cannot create the run directory in {self.root_dir!r} ({err.strerror}: {err.filename}); "
@@ -198,8 +193,7 @@ class TensorBoardXLogger(TensorBoardLogger):
             self._writers_opened += 1
             self._experiment = _Writer(
                 logdir=self.log_dir,
-                flush_secs=self._flush_secs,
-                max_queue=self._max_queue,
+                **self._writer_options,
                 filename_suffix=f".{os.getpid()}.{next(_WRITERS_IN_PROCESS):06d}",  # sorts as written
                 # a later writer (test_after_fit) must not purge what this session wrote since the resume
                 purge_step=self._purge_step if self._writers_opened == 1 else None,
@@ -222,7 +216,7 @@ class TensorBoardXLogger(TensorBoardLogger):
             writer.add_scalar(tag, value, global_step=step)
         if self._drain_after_next_log:
             self._drain_after_next_log = False
-            self._drain()
+            self.flush()
 
     def _kept_before_resume(self, tag: str, step: int | None) -> bool:
         """A point at a step before a resumed fit's first that the record kept from before has: ``epoch`` (Lightning
@@ -238,8 +232,7 @@ class TensorBoardXLogger(TensorBoardLogger):
         Lightning and our config callback may each call this before training starts; writing once keeps
         a single session-start record per run, which is what TensorBoard's HPARAMS plugin expects.
         """
-        flat = flat_params(params)
-        self.hparams.update({k: v for k, v in flat.items() if v is not None and v != "None"})
+        self.hparams.update({k: v for k, v in flat_params(params).items() if v is not None and v != "None"})
 
     def _write_hparams(self) -> None:
         experiment, session_start, _ = hparams_summaries(
@@ -285,15 +278,12 @@ class TensorBoardXLogger(TensorBoardLogger):
         tensorboardX's ``flush`` does not wait for its writer thread's queue and its writer cannot reopen after
         ``close``: each drain closes the writer, and the next point opens a new events file in the same run.
         """
-        self._drain()
+        self.flush()
         self._drain_after_next_log = True
 
     @rank_zero_only
     def flush(self) -> None:
-        """Put every event logged so far on disk now."""
-        self._drain()
-
-    def _drain(self) -> None:
+        """Put every event logged so far on disk now (by closing the writer: see ``after_save_checkpoint``)."""
         if self._experiment is not None:
             self._experiment.close()
             self._experiment = None
@@ -310,11 +300,9 @@ class TensorBoardXLogger(TensorBoardLogger):
             self._write_hparams()
         if self._hparams_written:  # (a writer closed at the last checkpoint reopens for this one record)
             self.experiment.file_writer.add_summary(_session_end(status))
-        if self._experiment is None:
-            return
-        self.save()
-        self._experiment.close()
-        self._experiment = None
+        if self._experiment is not None:
+            self.save()
+            self.flush()
 
 
 def _curated(experiment: Summary, shown: Mapping[str, str], metrics: Mapping[str, str]) -> Summary:

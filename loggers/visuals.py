@@ -14,7 +14,6 @@ logger's ``log_metrics`` (CSV too).
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Any
 
 import torch
@@ -34,9 +33,8 @@ from loggers.histograms import HistogramStats, histogram_summary
 from loggers.record import TensorBoardRecord, tensorboard_records
 
 SAMPLE_TAG = "train/augmented_inputs"
-_PROJECTED = ("labels", "predicted", "confidence")
-_SNIPPET = 120  # characters of text shown per projector point
 """The IMAGES tag of the grid of augmented training inputs an image model keeps in ``sample_grid``."""
+_SNIPPET = 120  # characters of text shown per projector point
 _MIN_COUNT = 1e-7  # TensorBoard's pr_curve plugin divides by max(count, 1e-7) too
 
 
@@ -83,10 +81,6 @@ class ValidationVisuals(Callback):
         self._pending_features: torch.Tensor | None = None
         self._embedded = 0
 
-    @property
-    def enabled(self) -> bool:
-        return any((self.confusion_matrix, self.pr_curves, self.misclassified, self.embeddings, self.logit_histograms))
-
     # ------------------------------------------------------------------------------------------- hooks
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         num_labels, names = pl_module.num_labels, [str(name) for name in pl_module.label_names]
@@ -94,21 +88,20 @@ class ValidationVisuals(Callback):
         if self.confusion_matrix:
             metrics["confusion"] = MulticlassConfusionMatrix(num_labels)
             for kind, metric in (("recall", MulticlassRecall), ("precision", MulticlassPrecision)):
-                per_class = metric(num_labels, average=None)
-                metrics[kind] = ClasswiseWrapper(per_class, labels=names, prefix=f"val/{kind}/")
+                metrics[kind] = ClasswiseWrapper(metric(num_labels, average=None), labels=names, prefix=f"val/{kind}/")
         if self.pr_curves:
             metrics["pr"] = MulticlassPrecisionRecallCurve(num_labels, thresholds=self.pr_thresholds)
         if self.logit_histograms:
             metrics["logits"] = CatMetric()
-        if self.embeddings:
-            for name in ("features", "labels", "predicted", "confidence"):
-                metrics[name] = CatMetric()
+        if self.embeddings:  # projected: one (label, predicted, confidence) row per point
+            metrics |= {"features": CatMetric(), "projected": CatMetric()}
         self._metrics = nn.ModuleDict(metrics).to(pl_module.device)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         records = tensorboard_records(trainer.loggers) if self.graph else []
         if records:
-            example = _first_examples(trainer, count=2)
+            batch = next(iter(trainer.datamodule.val_dataloader()))
+            example = {key: value[:2] for key, value in batch.items() if key != "labels"}
             for record in records:
                 record.graph(pl_module, example)
 
@@ -129,8 +122,10 @@ class ValidationVisuals(Callback):
         self._examples = []
         self._embedded = 0
         self._embedded_inputs: list[Any] = []  # rank 0's: the first rows of the gathered features
-        if self.embeddings:
-            head = _classification_head(pl_module)
+        if self.embeddings:  # the module whose input is the pooled feature vector: transformers names it `classifier`
+            head = getattr(getattr(pl_module, "model", None), "classifier", None)
+            if head is None:
+                raise ValueError(f"{type(pl_module).__name__} has no `model.classifier`; embeddings cannot be captured")
             self._hook = head.register_forward_pre_hook(self._capture_features)
 
     def _capture_features(self, module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -157,12 +152,11 @@ class ValidationVisuals(Callback):
         if room > 0 and self._pending_features is not None:
             confidence, predicted = logits[:room].softmax(dim=-1).max(dim=-1)
             self._metrics["features"].update(self._pending_features[:room])
-            self._metrics["labels"].update(labels[:room].float())
-            self._metrics["predicted"].update(predicted.float())
-            self._metrics["confidence"].update(confidence)
+            self._metrics["projected"].update(torch.stack([labels[:room].float(), predicted.float(), confidence], 1))
+            taken = min(room, len(labels))
             if trainer.is_global_zero:
-                self._embedded_inputs += describe_inputs(trainer, batch, list(range(min(room, len(labels)))))
-            self._embedded += min(room, len(labels))
+                self._embedded_inputs += describe_inputs(trainer, batch, list(range(taken)))
+            self._embedded += taken
         self._pending_features = None
         if self.misclassified and trainer.is_global_zero and len(self._examples) < self.misclassified:
             self._collect_misclassified(trainer, batch, logits, labels, pl_module)
@@ -173,59 +167,52 @@ class ValidationVisuals(Callback):
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
-        step, names = logging_step(trainer), list(pl_module.label_names)
-        records = tensorboard_records(trainer.loggers)  # empty off rank 0
         # compute() syncs torchmetrics states across ranks: every rank must call it, rank 0 writes
-        scalars, drawings = self._draw(names, pictures=bool(records))
-        if scalars and trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(scalars, step=step)
-        for record in records:
-            for write in drawings:
-                write(record, step=step)
-            if self.misclassified:
-                _write_examples(record, self._examples, step)
+        self._write(trainer, list(pl_module.label_names), logging_step(trainer))
 
     # ------------------------------------------------------------------------------------ computation
     def _active(self, trainer: Trainer) -> bool:
         return (
-            self.enabled
+            any((self.confusion_matrix, self.pr_curves, self.misclassified, self.embeddings, self.logit_histograms))
             and self._metrics is not None
             and not trainer.sanity_checking
             and (trainer.current_epoch % self.every_n_epochs == 0)
         )
 
-    def _draw(self, names: list[str], pictures: bool) -> tuple[dict[str, float], list[partial]]:
-        """Per-class scalars, and the writes for a TensorBoard record (each called as ``write(record, step=)``).
+    def _write(self, trainer: Trainer, names: list[str], step: int) -> None:
+        """Per-class scalars to every logger, pictures to every TensorBoard record, in that order.
 
-        Every rank computes (the states sync); figures are rendered only with ``pictures`` (a rank that writes).
+        Every rank computes (the states sync); figures are rendered only where there is a record (rank 0).
         """
-        scalars: dict[str, float] = {}
-        out: list[partial] = []
+        records = tensorboard_records(trainer.loggers)  # empty off rank 0
         if self.confusion_matrix and self._metrics["confusion"].update_count:
             matrix = self._metrics["confusion"].compute().cpu()
             per_class = self._metrics["recall"].compute() | self._metrics["precision"].compute()
-            scalars |= {tag: float(value) for tag, value in per_class.items()}  # val/recall/<class>, ...
-            if pictures:
-                image = render_confusion_matrix(self._metrics["confusion"], matrix, names)
-                out.append(partial(TensorBoardRecord.image, tag="val/confusion_matrix", image=image, dataformats="HWC"))
+            scalars = {tag: float(value) for tag, value in per_class.items()}  # val/recall/<class>, ...
+            if trainer.is_global_zero:
+                for logger in trainer.loggers:
+                    logger.log_metrics(scalars, step=step)
+            image = render_confusion_matrix(self._metrics["confusion"], matrix, names) if records else None
+            for record in records:
+                record.image("val/confusion_matrix", image, step, "HWC")
         if self.pr_curves and self._metrics["pr"].update_count:
             metric = self._metrics["pr"]
             with metric.sync_context(should_sync=True, should_unsync=True):
                 confmat = metric.confmat.clone()  # (thresholds, classes, 2, 2): counts at each threshold
             for index, name in enumerate(names):
                 counts = pr_counts(confmat[:, index])
-                out.append(partial(TensorBoardRecord.pr_curve, tag=f"val/pr/{name}", counts=counts))
+                for record in records:
+                    record.pr_curve(f"val/pr/{name}", counts, step)
         if self.logit_histograms and self._metrics["logits"].update_count:
             logits = _as_matrix(self._metrics["logits"].compute())
             summaries = torch.stack([histogram_summary(logits[:, c], 64) for c in range(logits.shape[1])]).cpu()
             for name, summary in zip(names, summaries.tolist(), strict=True):
                 stats = HistogramStats.from_summary(summary)
-                out.append(partial(TensorBoardRecord.histogram, tag=f"val/logits/{name}", stats=stats))
+                for record in records:
+                    record.histogram(f"val/logits/{name}", stats, step)
         if self.embeddings and self._metrics["features"].update_count:
             features = _as_matrix(self._metrics["features"].compute())[: self.embeddings].cpu()
-            columns = [self._metrics[k].compute().flatten()[: self.embeddings].tolist() for k in _PROJECTED]
-            rows = zip(*columns, strict=True)
+            rows = _as_matrix(self._metrics["projected"].compute())[: self.embeddings].tolist()
             metadata = [[names[int(t)], names[int(p)], str(t == p).lower(), f"{c:.3f}"] for t, p, c in rows]
             header, thumbnails = ["label", "predicted", "correct", "confidence"], None
             inputs = self._embedded_inputs[: len(metadata)]
@@ -235,17 +222,11 @@ class ValidationVisuals(Callback):
                 metadata = [row + [snippets[i] if i < len(snippets) else ""] for i, row in enumerate(metadata)]
             elif len(inputs) == len(metadata) and all(torch.is_tensor(image) for image in inputs):
                 thumbnails = torch.stack(inputs)  # images: each point drawn as its picture
-            out.append(
-                partial(
-                    TensorBoardRecord.embedding,
-                    tag="val_embeddings",
-                    features=features,
-                    metadata=metadata,
-                    header=header,
-                    thumbnails=thumbnails,
-                )
-            )
-        return scalars, out
+            for record in records:
+                record.embedding("val_embeddings", features, metadata, header, step, thumbnails)
+        if self.misclassified:
+            for record in records:
+                _write_examples(record, self._examples, step)
 
     def _collect_misclassified(self, trainer, batch, logits, labels, pl_module) -> None:
         probabilities, predicted = logits.softmax(dim=-1).max(dim=-1)
@@ -253,8 +234,7 @@ class ValidationVisuals(Callback):
         if not wrong:
             return
         names = pl_module.label_names
-        inputs = describe_inputs(trainer, batch, wrong)
-        for row, shown in zip(wrong, inputs, strict=True):
+        for row, shown in zip(wrong, describe_inputs(trainer, batch, wrong), strict=True):
             true, guess = names[int(labels[row])], names[int(predicted[row])]
             self._examples.append((shown, true, guess, float(probabilities[row])))
 
@@ -352,16 +332,3 @@ def _cell(text: str) -> str:
 
 def _as_matrix(values: torch.Tensor) -> torch.Tensor:
     return values if values.ndim == 2 else values.reshape(-1, values.shape[-1])
-
-
-def _classification_head(pl_module: LightningModule) -> nn.Module:
-    """The module whose input is the pooled feature vector: transformers names it ``classifier``."""
-    head = getattr(getattr(pl_module, "model", None), "classifier", None)
-    if head is None:
-        raise ValueError(f"{type(pl_module).__name__} has no `model.classifier`; embeddings cannot be captured")
-    return head
-
-
-def _first_examples(trainer: Trainer, count: int) -> dict[str, torch.Tensor]:
-    batch = next(iter(trainer.datamodule.val_dataloader()))
-    return {key: value[:count] for key, value in batch.items() if key != "labels"}
