@@ -93,8 +93,8 @@ class ValidationVisuals(Callback):
             metrics["pr"] = MulticlassPrecisionRecallCurve(num_labels, thresholds=self.pr_thresholds)
         if self.logit_histograms:
             metrics["logits"] = CatMetric()
-        if self.embeddings:  # projected: one (label, predicted, confidence) row per point
-            metrics |= {"features": CatMetric(), "projected": CatMetric()}
+        if self.embeddings:  # projected: one (label, predicted, confidence) row per point; NaNs kept, rows aligned
+            metrics |= {"features": CatMetric(nan_strategy="disable"), "projected": CatMetric(nan_strategy="disable")}
         self._metrics = nn.ModuleDict(metrics).to(pl_module.device)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
