@@ -29,6 +29,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -101,9 +102,8 @@ def version_folder(version: int | str) -> str:
 def run_folder_of(ckpt_path: str | os.PathLike, root_dir: str) -> str | None:
     """The run folder name (``version_3``) when ``ckpt_path`` is ``root_dir/<run>/checkpoints/<file>``."""
     path = Path(ckpt_path).resolve()
-    if path.parent.name != "checkpoints" or path.parent.parent.parent != Path(root_dir).resolve():
-        return None
-    return path.parent.parent.name
+    in_a_run = path.parent.name == "checkpoints" and path.parent.parent.parent == Path(root_dir).resolve()
+    return path.parent.parent.name if in_a_run else None
 
 
 def load_checkpoint(ckpt_path: str | os.PathLike, key: str = "ckpt_path") -> dict[str, Any]:
@@ -127,8 +127,8 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
     """Raise our error when the checkpoint's weights do not match the model's (names and shapes)."""
     # metric states (torchmetrics modules: their shapes follow the labels, older checkpoints lack them) are no weights
     metric_states = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, Metric))
-    expected = _weight_shapes(model.state_dict(), metric_states)
-    found = _weight_shapes(checkpoint["state_dict"], metric_states)
+    expected = {n: tuple(t.shape) for n, t in model.state_dict().items() if not n.startswith(metric_states)}
+    found = {n: tuple(t.shape) for n, t in checkpoint["state_dict"].items() if not n.startswith(metric_states)}
     reshaped = [
         f"{n}: checkpoint {found[n]} vs model {shape}" for n, shape in expected.items() if found.get(n, shape) != shape
     ]
@@ -141,17 +141,11 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
         )
         if items
     ]
-    if not problems:
-        return
-    raise TbxFinetuneError(
-        f"ckpt_path={ckpt_path!r} was saved from a different model than the config builds: {'; '.join(problems)}. "
-        "Use a checkpoint of this model (model.init_args.model_name_or_path and the data's labels must match)"
-    )
-
-
-def _weight_shapes(state: dict[str, torch.Tensor], skip: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the entries of ``state`` not under a ``skip`` prefix."""
-    return {name: tuple(t.shape) for name, t in state.items() if not name.startswith(skip)}
+    if problems:
+        raise TbxFinetuneError(
+            f"ckpt_path={ckpt_path!r} was saved from a different model than the config builds: {'; '.join(problems)}. "
+            "Use a checkpoint of this model (model.init_args.model_name_or_path and the data's labels must match)"
+        )
 
 
 def best_checkpoint(trainer: Trainer) -> str:
@@ -386,10 +380,8 @@ def hold_run_lock(run_dir: str) -> IO | None:
     except OSError:  # held by another fit (check_not_running said no before), or no flock on this file system
         handle.close()
         return None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    handle.flush()
+    handle.truncate(0)  # (opened for appending: the write lands at the start)
+    print(f"pid {os.getpid()} on {socket.gethostname()}", file=handle, flush=True)
     return handle
 
 
@@ -398,7 +390,7 @@ def check_not_running(run_dir: str) -> None:
     path = os.path.join(run_dir, LOCK_FILE)
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8") as handle, contextlib.suppress(OSError):  # OSError: no flock on this file system
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -407,8 +399,6 @@ def check_not_running(run_dir: str) -> None:
                 f"--ckpt_path: {run_dir} is still being trained ({holder}); stop that run first (Ctrl-C saves "
                 "last.ckpt), or start a new run without --ckpt_path"
             ) from None
-        except OSError:
-            return  # no flock on this file system: nothing to check with
 
 
 def requeue_slurm_job() -> None:
@@ -416,10 +406,7 @@ def requeue_slurm_job() -> None:
     boundary instead of a checkpoint written from inside the signal handler, possibly mid-step)."""
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
-    try:
-        result = subprocess.call(["scontrol", "requeue", job])
-    except FileNotFoundError:
-        result = "no scontrol on PATH"
+    result = subprocess.call(["scontrol", "requeue", job]) if shutil.which("scontrol") else "no scontrol on PATH"
     if result == 0:
         rank_zero_info(f"tbx-finetune: requeued SLURM job {job}; its restart continues the run (--ckpt_path last)")
     else:
@@ -475,8 +462,7 @@ def check_resume_keeps_the_run(run_dir: str, config: Any) -> None:
     saved_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(saved_path):
         return
-    with open(saved_path, encoding="utf-8") as f:
-        saved = yaml.safe_load(f) or {}
+    saved = yaml.safe_load(Path(saved_path).read_text(encoding="utf-8")) or {}
     changes = changed_run_settings(saved, config.as_dict())
     if changes:
         raise TbxFinetuneError(
@@ -560,10 +546,8 @@ def logger_root(config: Any) -> tuple[str | None, int | str | None]:
     """``save_dir/name`` of the run's TensorBoardXLogger (where ``version_*`` folders are) and the version the
     config names, if it uses ours."""
     logger = (config.get("trainer") or {}).get("logger")
-    if not logger or not isinstance(logger.get("class_path"), str):
-        return None, None
-    module, _, name = logger["class_path"].rpartition(".")
-    if name != TensorBoardXLogger.__name__ or module not in ("loggers", "loggers.tensorboardx"):
+    ours = tuple(f"{module}.{TensorBoardXLogger.__name__}" for module in ("loggers", "loggers.tensorboardx"))
+    if not logger or logger.get("class_path") not in ours:
         return None, None
     init_args = logger.get("init_args") or {}
     root = os.path.join(str(init_args.get("save_dir", "runs")), str(init_args.get("name", "default")))
@@ -653,19 +637,6 @@ class PredictionWriter(BasePredictionWriter):
         self._rows.extend(zip(indices, label_ids, probabilities, strict=True))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        path = self._path(trainer)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        inputs = getattr(trainer.datamodule, "predict_inputs", None)
-        names = pl_module.label_names
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            out = csv.writer(f)
-            out.writerow(["index", "input", "label", "probability"])
-            for index, label_id, probability in sorted(self._rows):
-                shown = inputs[index] if inputs is not None else ""
-                out.writerow([index, shown, names[label_id], f"{probability:.6f}"])
-        rank_zero_info(f"wrote {len(self._rows)} predictions to {path}")
-
-    def _path(self, trainer: Trainer) -> str:
         path = self.output_path
         if path is None:
             base = getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir
@@ -673,4 +644,12 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.world_size > 1:
             stem, ext = os.path.splitext(path)
             path = f"{stem}.rank{trainer.global_rank}{ext}"
-        return path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        inputs = getattr(trainer.datamodule, "predict_inputs", None)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(["index", "input", "label", "probability"])
+            for index, label_id, probability in sorted(self._rows):
+                shown = inputs[index] if inputs is not None else ""
+                out.writerow([index, shown, pl_module.label_names[label_id], f"{probability:.6f}"])
+        rank_zero_info(f"wrote {len(self._rows)} predictions to {path}")
