@@ -300,8 +300,10 @@ class LastCheckpoint(ModelCheckpoint):
         loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardXLogger)]
         for logger in loggers:
             logger.flush()
-        if loggers:
-            _write_atomically(os.path.join(self.dirpath, EPOCH_END_FILE), str(step))
+        if loggers:  # written whole or not at all
+            path = os.path.join(self.dirpath, EPOCH_END_FILE)
+            Path(f"{path}.tmp").write_text(str(step), encoding="utf-8")
+            os.replace(f"{path}.tmp", path)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         # Lightning reads "last batch finished, validation due after it" as a save at that validation's end, before
@@ -339,12 +341,11 @@ class LastCheckpoint(ModelCheckpoint):
         exception.code = 128 + signum  # SIGTERMException is a SystemExit: this becomes the exit status
         if not self.dirpath:
             return
-        path = os.path.join(self.dirpath, LAST_FILE)
         if last_saved_step(self) != trainer.global_step:  # (a periodic save at this very point stands)
             self._save_counted(trainer)  # all ranks stop at one point: the save's barrier is met
         rank_zero_info(
-            f"tbx-finetune: stopped by {signal.Signals(signum).name} at step {trainer.global_step}; saved {path}. "
-            "Continue the run with the same command plus --ckpt_path last"
+            f"tbx-finetune: stopped by {signal.Signals(signum).name} at step {trainer.global_step}; saved "
+            f"{os.path.join(self.dirpath, LAST_FILE)}. Continue the run with the same command plus --ckpt_path last"
         )
         if signum == self._requeue_signal and trainer.is_global_zero:
             requeue_slurm_job()
@@ -356,17 +357,10 @@ class LastCheckpoint(ModelCheckpoint):
         self._previous_handlers = {}
 
 
-def _write_atomically(path: str, text: str) -> None:
-    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(f"{path}.tmp", path)
-
-
 def epoch_end_recorded(ckpt_path: str, step: int) -> bool:
     """Whether the record holds the end of the epoch that a save at ``step`` came before (``EPOCH_END_FILE``)."""
     with contextlib.suppress(OSError, ValueError):
-        with open(os.path.join(os.path.dirname(ckpt_path), EPOCH_END_FILE), encoding="utf-8") as f:
-            return int(f.read()) == step
+        return int(Path(ckpt_path).with_name(EPOCH_END_FILE).read_text(encoding="utf-8")) == step
     return False
 
 
