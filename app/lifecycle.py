@@ -437,17 +437,6 @@ MAY_CHANGE = (
 ``num_workers``: the loader's saved position is laid out per worker process; not ``group_by_length``: the order.)"""
 
 
-def changed_run_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: old → new`` for each run-defining key whose value differs between a run's saved config and now."""
-    as_saved = json.loads(json.dumps(current, default=str))  # tuples → lists, paths → str, as in the YAML file
-    old, new = flat_params(saved), flat_params(as_saved)
-    return [
-        f"{key}: {old[key]} → {new[key]}"
-        for key in sorted(old.keys() & new.keys())
-        if key.startswith(RUN_DEFINING) and not key.startswith(MAY_CHANGE) and str(old[key]) != str(new[key])
-    ]
-
-
 def check_resume_keeps_the_run(run_dir: str, config: Any) -> None:
     """Refuse a resume whose config changes what defines the run, before anything is loaded or written.
 
@@ -456,8 +445,14 @@ def check_resume_keeps_the_run(run_dir: str, config: Any) -> None:
     saved_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(saved_path):
         return
-    saved = yaml.safe_load(Path(saved_path).read_text(encoding="utf-8")) or {}
-    changes = changed_run_settings(saved, config.as_dict())
+    old = flat_params(yaml.safe_load(Path(saved_path).read_text(encoding="utf-8")) or {})
+    # the config now as the saved YAML file holds it: tuples → lists, paths → str
+    new = flat_params(json.loads(json.dumps(config.as_dict(), default=str)))
+    changes = [  # key: old → new, for each run-defining key whose value differs
+        f"{key}: {old[key]} → {new[key]}"
+        for key in sorted(old.keys() & new.keys())
+        if key.startswith(RUN_DEFINING) and not key.startswith(MAY_CHANGE) and str(old[key]) != str(new[key])
+    ]
     if changes:
         raise TbxFinetuneError(
             f"--ckpt_path continues {run_dir}, whose run was made with other settings: {'; '.join(changes)}. "
