@@ -29,6 +29,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -101,9 +102,8 @@ def version_folder(version: int | str) -> str:
 def run_folder_of(ckpt_path: str | os.PathLike, root_dir: str) -> str | None:
     """The run folder name (``version_3``) when ``ckpt_path`` is ``root_dir/<run>/checkpoints/<file>``."""
     path = Path(ckpt_path).resolve()
-    if path.parent.name != "checkpoints" or path.parent.parent.parent != Path(root_dir).resolve():
-        return None
-    return path.parent.parent.name
+    in_a_run = path.parent.name == "checkpoints" and path.parent.parent.parent == Path(root_dir).resolve()
+    return path.parent.parent.name if in_a_run else None
 
 
 def load_checkpoint(ckpt_path: str | os.PathLike, key: str = "ckpt_path") -> dict[str, Any]:
@@ -127,8 +127,8 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
     """Raise our error when the checkpoint's weights do not match the model's (names and shapes)."""
     # metric states (torchmetrics modules: their shapes follow the labels, older checkpoints lack them) are no weights
     metric_states = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, Metric))
-    expected = _weight_shapes(model.state_dict(), metric_states)
-    found = _weight_shapes(checkpoint["state_dict"], metric_states)
+    expected = {n: tuple(t.shape) for n, t in model.state_dict().items() if not n.startswith(metric_states)}
+    found = {n: tuple(t.shape) for n, t in checkpoint["state_dict"].items() if not n.startswith(metric_states)}
     reshaped = [
         f"{n}: checkpoint {found[n]} vs model {shape}" for n, shape in expected.items() if found.get(n, shape) != shape
     ]
@@ -141,17 +141,11 @@ def check_fits_model(checkpoint: dict[str, Any], model: torch.nn.Module, ckpt_pa
         )
         if items
     ]
-    if not problems:
-        return
-    raise TbxFinetuneError(
-        f"ckpt_path={ckpt_path!r} was saved from a different model than the config builds: {'; '.join(problems)}. "
-        "Use a checkpoint of this model (model.init_args.model_name_or_path and the data's labels must match)"
-    )
-
-
-def _weight_shapes(state: dict[str, torch.Tensor], skip: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the entries of ``state`` not under a ``skip`` prefix."""
-    return {name: tuple(t.shape) for name, t in state.items() if not name.startswith(skip)}
+    if problems:
+        raise TbxFinetuneError(
+            f"ckpt_path={ckpt_path!r} was saved from a different model than the config builds: {'; '.join(problems)}. "
+            "Use a checkpoint of this model (model.init_args.model_name_or_path and the data's labels must match)"
+        )
 
 
 def best_checkpoint(trainer: Trainer) -> str:
@@ -306,8 +300,10 @@ class LastCheckpoint(ModelCheckpoint):
         loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardXLogger)]
         for logger in loggers:
             logger.flush()
-        if loggers:
-            _write_atomically(os.path.join(self.dirpath, EPOCH_END_FILE), str(step))
+        if loggers:  # written whole or not at all
+            path = os.path.join(self.dirpath, EPOCH_END_FILE)
+            Path(f"{path}.tmp").write_text(str(step), encoding="utf-8")
+            os.replace(f"{path}.tmp", path)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
         # Lightning reads "last batch finished, validation due after it" as a save at that validation's end, before
@@ -345,12 +341,11 @@ class LastCheckpoint(ModelCheckpoint):
         exception.code = 128 + signum  # SIGTERMException is a SystemExit: this becomes the exit status
         if not self.dirpath:
             return
-        path = os.path.join(self.dirpath, LAST_FILE)
         if last_saved_step(self) != trainer.global_step:  # (a periodic save at this very point stands)
             self._save_counted(trainer)  # all ranks stop at one point: the save's barrier is met
         rank_zero_info(
-            f"tbx-finetune: stopped by {signal.Signals(signum).name} at step {trainer.global_step}; saved {path}. "
-            "Continue the run with the same command plus --ckpt_path last"
+            f"tbx-finetune: stopped by {signal.Signals(signum).name} at step {trainer.global_step}; saved "
+            f"{os.path.join(self.dirpath, LAST_FILE)}. Continue the run with the same command plus --ckpt_path last"
         )
         if signum == self._requeue_signal and trainer.is_global_zero:
             requeue_slurm_job()
@@ -362,17 +357,10 @@ class LastCheckpoint(ModelCheckpoint):
         self._previous_handlers = {}
 
 
-def _write_atomically(path: str, text: str) -> None:
-    with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(f"{path}.tmp", path)
-
-
 def epoch_end_recorded(ckpt_path: str, step: int) -> bool:
     """Whether the record holds the end of the epoch that a save at ``step`` came before (``EPOCH_END_FILE``)."""
     with contextlib.suppress(OSError, ValueError):
-        with open(os.path.join(os.path.dirname(ckpt_path), EPOCH_END_FILE), encoding="utf-8") as f:
-            return int(f.read()) == step
+        return int(Path(ckpt_path).with_name(EPOCH_END_FILE).read_text(encoding="utf-8")) == step
     return False
 
 
@@ -386,10 +374,8 @@ def hold_run_lock(run_dir: str) -> IO | None:
     except OSError:  # held by another fit (check_not_running said no before), or no flock on this file system
         handle.close()
         return None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-    handle.flush()
+    handle.truncate(0)  # (opened for appending: the write lands at the start)
+    print(f"pid {os.getpid()} on {socket.gethostname()}", file=handle, flush=True)
     return handle
 
 
@@ -398,7 +384,7 @@ def check_not_running(run_dir: str) -> None:
     path = os.path.join(run_dir, LOCK_FILE)
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8") as handle, contextlib.suppress(OSError):  # OSError: no flock on this file system
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -407,8 +393,6 @@ def check_not_running(run_dir: str) -> None:
                 f"--ckpt_path: {run_dir} is still being trained ({holder}); stop that run first (Ctrl-C saves "
                 "last.ckpt), or start a new run without --ckpt_path"
             ) from None
-        except OSError:
-            return  # no flock on this file system: nothing to check with
 
 
 def requeue_slurm_job() -> None:
@@ -416,10 +400,7 @@ def requeue_slurm_job() -> None:
     boundary instead of a checkpoint written from inside the signal handler, possibly mid-step)."""
     array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
     job = f"{array_job}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_job else os.environ["SLURM_JOB_ID"]
-    try:
-        result = subprocess.call(["scontrol", "requeue", job])
-    except FileNotFoundError:
-        result = "no scontrol on PATH"
+    result = subprocess.call(["scontrol", "requeue", job]) if shutil.which("scontrol") else "no scontrol on PATH"
     if result == 0:
         rank_zero_info(f"tbx-finetune: requeued SLURM job {job}; its restart continues the run (--ckpt_path last)")
     else:
@@ -456,17 +437,6 @@ MAY_CHANGE = (
 ``num_workers``: the loader's saved position is laid out per worker process; not ``group_by_length``: the order.)"""
 
 
-def changed_run_settings(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: old → new`` for each run-defining key whose value differs between a run's saved config and now."""
-    as_saved = json.loads(json.dumps(current, default=str))  # tuples → lists, paths → str, as in the YAML file
-    old, new = flat_params(saved), flat_params(as_saved)
-    return [
-        f"{key}: {old[key]} → {new[key]}"
-        for key in sorted(old.keys() & new.keys())
-        if key.startswith(RUN_DEFINING) and not key.startswith(MAY_CHANGE) and str(old[key]) != str(new[key])
-    ]
-
-
 def check_resume_keeps_the_run(run_dir: str, config: Any) -> None:
     """Refuse a resume whose config changes what defines the run, before anything is loaded or written.
 
@@ -475,9 +445,14 @@ def check_resume_keeps_the_run(run_dir: str, config: Any) -> None:
     saved_path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(saved_path):
         return
-    with open(saved_path, encoding="utf-8") as f:
-        saved = yaml.safe_load(f) or {}
-    changes = changed_run_settings(saved, config.as_dict())
+    old = flat_params(yaml.safe_load(Path(saved_path).read_text(encoding="utf-8")) or {})
+    # the config now as the saved YAML file holds it: tuples → lists, paths → str
+    new = flat_params(json.loads(json.dumps(config.as_dict(), default=str)))
+    changes = [  # key: old → new, for each run-defining key whose value differs
+        f"{key}: {old[key]} → {new[key]}"
+        for key in sorted(old.keys() & new.keys())
+        if key.startswith(RUN_DEFINING) and not key.startswith(MAY_CHANGE) and str(old[key]) != str(new[key])
+    ]
     if changes:
         raise TbxFinetuneError(
             f"--ckpt_path continues {run_dir}, whose run was made with other settings: {'; '.join(changes)}. "
@@ -560,10 +535,8 @@ def logger_root(config: Any) -> tuple[str | None, int | str | None]:
     """``save_dir/name`` of the run's TensorBoardXLogger (where ``version_*`` folders are) and the version the
     config names, if it uses ours."""
     logger = (config.get("trainer") or {}).get("logger")
-    if not logger or not isinstance(logger.get("class_path"), str):
-        return None, None
-    module, _, name = logger["class_path"].rpartition(".")
-    if name != TensorBoardXLogger.__name__ or module not in ("loggers", "loggers.tensorboardx"):
+    ours = tuple(f"{module}.{TensorBoardXLogger.__name__}" for module in ("loggers", "loggers.tensorboardx"))
+    if not logger or logger.get("class_path") not in ours:
         return None, None
     init_args = logger.get("init_args") or {}
     root = os.path.join(str(init_args.get("save_dir", "runs")), str(init_args.get("name", "default")))
@@ -653,19 +626,6 @@ class PredictionWriter(BasePredictionWriter):
         self._rows.extend(zip(indices, label_ids, probabilities, strict=True))
 
     def on_predict_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        path = self._path(trainer)
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        inputs = getattr(trainer.datamodule, "predict_inputs", None)
-        names = pl_module.label_names
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            out = csv.writer(f)
-            out.writerow(["index", "input", "label", "probability"])
-            for index, label_id, probability in sorted(self._rows):
-                shown = inputs[index] if inputs is not None else ""
-                out.writerow([index, shown, names[label_id], f"{probability:.6f}"])
-        rank_zero_info(f"wrote {len(self._rows)} predictions to {path}")
-
-    def _path(self, trainer: Trainer) -> str:
         path = self.output_path
         if path is None:
             base = getattr(trainer.logger, "log_dir", None) or trainer.default_root_dir
@@ -673,4 +633,12 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.world_size > 1:
             stem, ext = os.path.splitext(path)
             path = f"{stem}.rank{trainer.global_rank}{ext}"
-        return path
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        inputs = getattr(trainer.datamodule, "predict_inputs", None)
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(["index", "input", "label", "probability"])
+            for index, label_id, probability in sorted(self._rows):
+                shown = inputs[index] if inputs is not None else ""
+                out.writerow([index, shown, pl_module.label_names[label_id], f"{probability:.6f}"])
+        rank_zero_info(f"wrote {len(self._rows)} predictions to {path}")
