@@ -18,7 +18,6 @@ import argparse
 import logging
 import math
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -608,8 +607,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         index = write_report(args.runs, args.output, args.storage)
     except TbxFinetuneError as err:
-        print(f"tbx-finetune: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"tbx-finetune: error: {err}\n")
     print(f"report: {index}")
 
 
