@@ -28,7 +28,6 @@ import json
 import math
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -66,7 +65,7 @@ from common.lightning_state import (
     start_next_epoch_in_checkpoint,
     validation_follows,
 )
-from loggers.tensorboardx import TensorBoardXLogger
+from loggers.tensorboardx import VERSION_DIR, TensorBoardXLogger
 
 LAST = "last"
 LAST_FILE = "last.ckpt"
@@ -79,7 +78,6 @@ CONFIG_FILE = "config.yaml"
 """LightningCLI's config of the run, in its folder (``SaveConfigCallback``'s default name)."""
 LIGHTNING_ALIASES = ("best", "hpc", "registry")
 """Values of ``ckpt_path`` that Lightning resolves itself (``last`` is ours)."""
-_NUMBERED_RUN = re.compile(r"^version_(\d+)$")
 
 
 # ------------------------------------------------------------------------------------------ checkpoints
@@ -90,7 +88,7 @@ def find_last_checkpoint(root_dir: str, version: int | str | None = None) -> Pat
         path = Path(root_dir) / version_folder(version) / "checkpoints" / LAST_FILE
         return path if path.is_file() else None
     numbered = [(int(m.group(1)), p) for p in Path(root_dir).glob(f"version_*/checkpoints/{LAST_FILE}")
-                if (m := _NUMBERED_RUN.match(p.parent.parent.name)) and p.is_file()]  # fmt: skip
+                if (m := VERSION_DIR.match(p.parent.parent.name)) and p.is_file()]  # fmt: skip
     return max(numbered, default=(None, None))[1]
 
 

@@ -18,7 +18,6 @@ import argparse
 import logging
 import math
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -219,10 +218,12 @@ def read_run(path: str | Path, name: str | None = None) -> RunRecord:
     texts = {t.removesuffix(TEXT_SUFFIX): _texts(events, t) for t in _plugin(events, "text")}
     counts = texts.get(LABEL_COUNTS_TAG)
     images = events.Images(CONFUSION_MATRIX_TAG) if CONFUSION_MATRIX_TAG in tags["images"] else []
+    points = [(tag, e.step, e.wall_time, e.value) for tag in tags["scalars"] for e in events.Scalars(tag)]
+    scalars = pd.DataFrame(points, columns=["tag", "step", "wall_time", "value"])
     return RunRecord(
         name=name or f"{path.resolve().parent.name}/{path.resolve().name}",
         path=path,
-        scalars=_scalars(events, tags["scalars"]),
+        scalars=scalars.astype({"tag": str, "step": "int64", "wall_time": "float64", "value": "float64"}),
         hparams=hparams,
         shown=shown,
         metric_names=metric_names,
@@ -273,12 +274,6 @@ def _plugin(events: EventAccumulator, name: str) -> dict[str, bytes]:
         return events.PluginTagToContent(name)
     except KeyError:  # no record of that plugin in this run
         return {}
-
-
-def _scalars(events: EventAccumulator, tags: Iterable[str]) -> pd.DataFrame:
-    rows = [(tag, e.step, e.wall_time, e.value) for tag in tags for e in events.Scalars(tag)]
-    frame = pd.DataFrame(rows, columns=["tag", "step", "wall_time", "value"])
-    return frame.astype({"tag": str, "step": "int64", "wall_time": "float64", "value": "float64"})
 
 
 def _texts(events: EventAccumulator, tag: str) -> list[tuple[int, str]]:
@@ -608,8 +603,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         index = write_report(args.runs, args.output, args.storage)
     except TbxFinetuneError as err:
-        print(f"tbx-finetune: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        parser.exit(2, f"tbx-finetune: error: {err}\n")
     print(f"report: {index}")
 
 

@@ -179,9 +179,6 @@ def flat_params(params: Any) -> dict[str, Any]:
 
     flat = _flatten_dict(_convert_params(params), delimiter=".")
     # typed numbers (jsonargparse's PositiveInt, ...) are int/float subclasses: keep them numbers, not strings
-    plain = {k: int(v) if isinstance(v, int) else float(v) for k, v in flat.items() if _typed_number(v)}
+    typed = {k: v for k, v in flat.items() if isinstance(v, int | float) and type(v) not in (int, float, bool)}
+    plain = {k: int(v) if isinstance(v, int) else float(v) for k, v in typed.items()}
     return _sanitize_params({**flat, **plain})
-
-
-def _typed_number(value: Any) -> bool:
-    return isinstance(value, int | float) and type(value) not in (int, float, bool)

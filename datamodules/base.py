@@ -91,11 +91,6 @@ class ClassificationDataModule(LightningDataModule):
         )
 
     @property
-    def _world(self) -> tuple[int, int]:
-        """(number of ranks, this rank) of the attached Trainer; (1, 0) without one."""
-        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
-
-    @property
     def label_names(self) -> list[str]:
         self._prepare()
         return list(self._label_names)

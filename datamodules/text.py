@@ -148,7 +148,8 @@ class TextDataModule(ClassificationDataModule):
     def _train_sampler(self) -> Sampler | None:
         if not self.hparams.group_by_length:
             return super()._train_sampler()
-        num_replicas, rank = self._world
+        # (number of ranks, this rank) of the attached Trainer; (1, 0) without one
+        num_replicas, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         lengths = token_lengths(self.tokenized["train"])
         return LengthGroupedSampler(lengths, self.hparams.batch_size * num_replicas, num_replicas, rank)
 

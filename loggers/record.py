@@ -38,6 +38,12 @@ def tensorboard_records(loggers: Iterable[Any]) -> list[TensorBoardRecord]:
     return [TensorBoardRecord(w) for w in writers if all(callable(getattr(w, m, None)) for m in WRITER_METHODS)]
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A markdown table (``|---|`` rules): TensorBoard's TEXT tab renders it, the report parses label counts back."""
+    lines = [f"| {' | '.join(header)} |", "|" + "---|" * len(header)]
+    return "\n".join(lines + [f"| {' | '.join(map(str, row))} |" for row in rows])
+
+
 class TensorBoardRecord:
     """The writes the callbacks make, over one SummaryWriter (tensorboardX's or ``torch.utils.tensorboard``'s)."""
 

@@ -13,7 +13,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.cli import SaveConfigCallback
 
 from common.lightning_state import flat_params
-from loggers.record import tensorboard_records
+from loggers.record import markdown_table, tensorboard_records
 from loggers.tensorboardx import TensorBoardXLogger
 
 LABEL_COUNTS_TAG = "data/label_counts"
@@ -49,17 +49,11 @@ class RunConfigCallback(SaveConfigCallback):
         trainer.logger.log_hyperparams({**hparams, **derived_hparams(flat, trainer)})
         counts = getattr(trainer.datamodule, "label_counts", None)
         if callable(counts) and not trainer.ckpt_path:  # (a resumed run has it already)
-            table = label_counts_markdown(trainer.datamodule.label_names, counts())
+            # ``| split | <class> … |``, one row per split: readable in TensorBoard's TEXT tab, parseable by the report
+            header = ["split", *(str(name).replace("|", "\\|") for name in trainer.datamodule.label_names)]
+            table = markdown_table(header, ([split, *row] for split, row in counts().items()))
             for record in tensorboard_records(trainer.loggers):
                 record.text(LABEL_COUNTS_TAG, table, 0)
-
-
-def label_counts_markdown(names: list[str], counts: dict[str, list[int]]) -> str:
-    """``| split | <class> … |``, one row per split: readable in TensorBoard's TEXT tab, parseable by the report."""
-    header = " | ".join(str(name).replace("|", "\\|") for name in names)
-    lines = [f"| split | {header} |", f"|---{'|---' * len(names)}|"]
-    lines += [f"| {split} | {' | '.join(map(str, row))} |" for split, row in counts.items()]
-    return "\n".join(lines)
 
 
 def derived_hparams(flat: dict, trainer: Trainer) -> dict:

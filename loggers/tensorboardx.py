@@ -79,7 +79,8 @@ _SESSION_STATUS = {
     "interrupted": Status.STATUS_FAILURE,
 }
 _WRITERS_IN_PROCESS = itertools.count(1)
-_VERSION_DIR = re.compile(r"^version_(\d+)$")
+VERSION_DIR = re.compile(r"^version_(\d+)$")
+"""A numbered run folder's name (``version_<n>``), as Lightning's TensorBoardLogger names it."""
 
 
 class _Writer(SummaryWriter):
@@ -153,7 +154,7 @@ class TensorBoardXLogger(TensorBoardLogger):
         """Claim the next free ``version_N`` with ``os.mkdir``, which fails if another run won the race."""
         try:
             os.makedirs(self.root_dir, exist_ok=True)
-            taken = [int(m.group(1)) for d in os.listdir(self.root_dir) if (m := _VERSION_DIR.match(d))]
+            taken = [int(m.group(1)) for d in os.listdir(self.root_dir) if (m := VERSION_DIR.match(d))]
             for candidate in itertools.count(max(taken, default=-1) + 1):
                 with contextlib.suppress(FileExistsError):  # taken by another run since the listing: try the next
                     os.mkdir(os.path.join(self.root_dir, f"version_{candidate}"))

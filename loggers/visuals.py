@@ -30,7 +30,7 @@ from torchmetrics.wrappers import ClasswiseWrapper
 
 from common.lightning_state import logging_step
 from loggers.histograms import HistogramStats, histogram_summary
-from loggers.record import TensorBoardRecord, tensorboard_records
+from loggers.record import TensorBoardRecord, markdown_table, tensorboard_records
 
 SAMPLE_TAG = "train/augmented_inputs"
 """The IMAGES tag of the grid of augmented training inputs an image model keeps in ``sample_grid``."""
@@ -317,9 +317,8 @@ def _write_examples(record: TensorBoardRecord, examples: list[tuple[Any, str, st
     if not examples:
         return
     if isinstance(examples[0][0], str):
-        rows = ["| text | label | predicted | probability |", "|---|---|---|---|"]
-        rows += [f"| {_cell(text)} | {_cell(t)} | {_cell(p)} | {prob:.3f} |" for text, t, p, prob in examples]
-        record.text("val/misclassified", "\n".join(rows), step)
+        rows = [[_cell(text), _cell(t), _cell(p), f"{prob:.3f}"] for text, t, p, prob in examples]
+        record.text("val/misclassified", markdown_table(["text", "label", "predicted", "probability"], rows), step)
     else:
         titles = [f"{t} → {p} ({prob:.2f})" for _, t, p, prob in examples]
         record.image("val/misclassified", render_image_grid([e[0] for e in examples], titles), step, "HWC")
