@@ -382,7 +382,7 @@ def check_not_running(run_dir: str) -> None:
     path = os.path.join(run_dir, LOCK_FILE)
     if not os.path.isfile(path):
         return
-    with open(path, encoding="utf-8") as handle, contextlib.suppress(OSError):  # OSError: no flock on this file system
+    with open(path, encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -391,6 +391,8 @@ def check_not_running(run_dir: str) -> None:
                 f"--ckpt_path: {run_dir} is still being trained ({holder}); stop that run first (Ctrl-C saves "
                 "last.ckpt), or start a new run without --ckpt_path"
             ) from None
+        except OSError:
+            return  # no flock on this file system: nothing to check with (only this; a busy lock always refuses)
 
 
 def requeue_slurm_job() -> None:
